@@ -1,0 +1,30 @@
+"""The record types of thinkmill: one Arrow schema + one pydantic model per table.
+
+This package imports nothing of ours; everyone else imports it.
+"""
+
+from schemas import assets, captions, cots, difficulty, mixtures, policies, questions, rejects, rollouts, runs, verdicts
+from schemas.base import LINEAGE_COLUMNS, SCHEMA_VERSION, Table, content_columns, make_id
+
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (
+        assets.TABLE,
+        captions.TABLE,
+        questions.TABLE,
+        cots.TABLE,
+        verdicts.TABLE,
+        rollouts.TABLE,
+        difficulty.TABLE,
+        mixtures.TABLE,
+        policies.TABLE,
+        rejects.TABLE,
+        runs.VERSIONS,
+        runs.STAGE_COUNTS,
+    )
+}
+
+# Tables a run appends to (one row per run); every other table is keyed by content and upserted.
+RUN_TABLES = ("versions", "stage_counts")
+
+__all__ = ["TABLES", "RUN_TABLES", "SCHEMA_VERSION", "LINEAGE_COLUMNS", "Table", "content_columns", "make_id"]

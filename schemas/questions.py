@@ -1,0 +1,27 @@
+"""questions: one row per QA item (WeThink fields: problem, answer, category, abilities, reward route)."""
+
+from typing import Literal
+
+from pydantic import Field
+
+from schemas.base import ModelLineage, table
+
+ANSWER_TYPES = ("mc", "fib", "num", "des", "bbox")
+
+
+class Question(ModelLineage):
+    """A question about one or more assets, with its reference answer and how to check it."""
+
+    question_id: str = Field(description="hash of asset ids + question text")
+    asset_ids: list[str]
+    question: str
+    answer: str = Field(description="reference answer: a letter for mc, a number for num, text otherwise")
+    answer_type: Literal["mc", "fib", "num", "des", "bbox"]
+    choices: list[str] = Field(default_factory=list, description="mc only: option texts, in letter order A, B, ...")
+    category: str = Field(description="family or domain, e.g. counting, bar_chart")
+    abilities: list[str] = Field(description="abilities the question combines, from the declared taxonomy")
+    reward_route: Literal["rule", "model"] = Field(description="rule: checked by the verifiers; model: by the judge")
+    generator: str = Field(description="model that wrote the question")
+
+
+TABLE = table("questions", Question, "question_id")

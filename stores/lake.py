@@ -1,0 +1,302 @@
+"""The lake: one DuckLake catalog per dataset (Parquet files + snapshots), queried with DuckDB.
+
+A dataset lives in one folder: `catalog.sqlite` (the DuckLake catalog; SQLite so a second process
+can read while a run writes), `data/` (the Parquet files), `media/` (content-addressed files).
+A dataset *version* is a DuckLake snapshot: one recipe run commits every table in one transaction,
+with a commit message and a `versions` row, so `SELECT … FROM questions AT (VERSION => 3)` reads
+the dataset exactly as run 3 left it.
+
+Rows are keyed by content-addressed ids. A commit inserts rows whose id is new, replaces rows whose
+id exists with a different `row_hash`, and skips the rest, so re-running a recipe adds no duplicate
+rows, and a run that changes nothing commits nothing (no new version).
+"""
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from schemas import RUN_TABLES, SCHEMA_VERSION, TABLES
+from schemas.errors import LakeError, ReadOnlyLake, UnknownDataset, UnknownTable, UnknownVersion
+from stores.extensions import connect
+
+CATALOG_FILE = "catalog.sqlite"
+READ_ONLY_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+
+# Views over the tables: what a person (or the Hub export) wants to look at, one row per question.
+VIEWS = {
+    "samples": """
+        SELECT q.question_id, q.question, q.answer, q.answer_type, q.choices, q.category, q.abilities,
+               q.reward_route, a.asset_id, a.media_uri, a.width, a.height, a.source,
+               c.text AS refined_cot, c.final_answer AS cot_answer,
+               v.passed AS verified, v.verifier
+        FROM questions q
+        JOIN assets a ON a.asset_id = q.asset_ids[1]
+        LEFT JOIN cots c ON c.question_id = q.question_id AND c.kind = 'refined'
+        LEFT JOIN verdicts v ON v.subject_id = c.cot_id
+    """,
+}
+
+
+@dataclass(frozen=True)
+class Commit:
+    """What a commit did: the new version (None when nothing changed) and rows added/removed per table."""
+
+    version: int | None
+    added: dict[str, int]
+    removed: dict[str, int]
+
+
+def dataset_root(home: Path, name: str) -> Path:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise LakeError(f"dataset name {name!r} is not allowed: use letters, digits, '_', '-' and '.', starting with a letter or digit")
+    return Path(home) / "datasets" / name
+
+
+def list_datasets(home: Path) -> list[str]:
+    base = Path(home) / "datasets"
+    return sorted(p.name for p in base.iterdir() if (p / CATALOG_FILE).exists()) if base.exists() else []
+
+
+class Lake:
+    """A connection to one dataset's catalog. Verbs: open, table, sql, versions, diff, commit."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, root: Path, read_only: bool):
+        self._con, self.root, self.read_only = con, Path(root), read_only
+
+    @classmethod
+    def open(cls, root: Path, *, read_only: bool = False, create: bool = False) -> "Lake":
+        """Attach `root/catalog.sqlite`. `create`: make the dataset if it does not exist."""
+        root = Path(root)
+        catalog = root / CATALOG_FILE
+        if not catalog.exists():
+            if not create:
+                raise UnknownDataset(root.name, root.parent, list_datasets(root.parent.parent))
+            (root / "data").mkdir(parents=True, exist_ok=True)
+        con = connect()
+        options = ["READ_ONLY"] if read_only else [f"DATA_PATH '{root / 'data'}/'", "DATA_INLINING_ROW_LIMIT 0"]
+        con.execute(f"ATTACH 'ducklake:sqlite:{catalog}' AS lake ({', '.join(options)})")
+        con.execute("USE lake")
+        lake = cls(con, root, read_only)
+        lake._check_schema_version()
+        if read_only:
+            # Defence in depth behind the statement check in `sql`: no files, no new attachments.
+            con.execute("SET allowed_directories = ?", [[f"{root / 'data'}/"]])
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+        return lake
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    def tables(self) -> list[str]:
+        rows = self._con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = 'lake' ORDER BY 1").fetchall()
+        return [r[0] for r in rows]
+
+    def table(self, name: str, *, version: int | None = None) -> pa.Table:
+        """All rows of `name` as of `version` (latest when None)."""
+        known = self.tables()
+        if name not in known:
+            if name in TABLES:  # declared but never written: an empty table of the right shape
+                return TABLES[name].schema.empty_table()
+            raise UnknownTable(name, sorted(set(known) | set(TABLES)))
+        if version is not None:
+            self._check_version(version)
+        at = "" if version is None else f" AT (VERSION => {int(version)})"
+        return self._con.execute(f"SELECT * FROM lake.{name}{at}").fetch_arrow_table()
+
+    def sql(self, query: str) -> pa.Table:
+        """Run one or more read-only statements; return the last result. Writes raise ReadOnlyLake."""
+        try:
+            statements = duckdb.extract_statements(query)
+        except duckdb.Error as error:
+            raise LakeError(f"SQL does not parse: {error}") from None
+        if not statements:
+            raise LakeError("no SQL statement given")
+        for statement in statements:
+            if statement.type not in READ_ONLY_STATEMENTS:
+                raise ReadOnlyLake(statement.query, f"{statement.type.name} statements are refused")
+        result = None
+        for statement in statements:
+            try:
+                result = self._con.execute(statement.query).fetch_arrow_table()
+            except duckdb.PermissionException as error:
+                raise ReadOnlyLake(statement.query, str(error).split("\n")[0]) from None
+            except duckdb.Error as error:
+                raise LakeError(f"{type(error).__name__}: {error}".split("\n\n")[0] + self._hint(error)) from None
+        return result
+
+    def _hint(self, error: Exception) -> str:
+        text = str(error)
+        if "does not exist" in text and "Table" in text:
+            return f"\nTables in this dataset: {', '.join(self.tables() + list(VIEWS))}"
+        if "VERSION" in text or "snapshot" in text.lower():
+            return f"\nVersions: {', '.join(str(v['version']) for v in self.versions())}"
+        return ""
+
+    def versions(self) -> list[dict]:
+        """Committed versions, oldest first, with their commit message."""
+        if "versions" not in self.tables():
+            return []
+        return self._con.execute("""
+            SELECT v.version, v.name, v.recipe, v.run_id, v.config_hash, v.counts, v.created_at, s.commit_message
+            FROM lake.versions v LEFT JOIN lake.snapshots() s ON s.snapshot_id = v.version
+            ORDER BY v.version""").fetch_arrow_table().to_pylist()
+
+    def current_version(self) -> int | None:
+        versions = self.versions()
+        return versions[-1]["version"] if versions else None
+
+    def _check_version(self, version: int) -> None:
+        known = [v["version"] for v in self.versions()]
+        if int(version) not in known:
+            raise UnknownVersion(self.root.name, version, known)
+
+    def diff(self, old: int, new: int) -> dict[str, dict]:
+        """Per table: ids added, removed, and changed (same id, new content) from `old` to `new`."""
+        self._check_version(old)
+        self._check_version(new)
+        out = {}
+        for name in self.tables():
+            if name not in TABLES:
+                continue
+            id_col = TABLES[name].id_column
+            has_hash = "row_hash" in TABLES[name].schema.names
+
+            def ids(version):
+                cols = f"{id_col}, row_hash" if has_hash else f"{id_col}, NULL AS row_hash"
+                try:
+                    rows = self._con.execute(f"SELECT {cols} FROM lake.{name} AT (VERSION => {int(version)})").fetchall()
+                except duckdb.Error:  # the table did not exist yet at that version
+                    return {}
+                return {str(i): h for i, h in rows}
+
+            before, after = ids(old), ids(new)
+            out[name] = {
+                "added": sorted(set(after) - set(before)),
+                "removed": sorted(set(before) - set(after)),
+                "changed": sorted(i for i in set(before) & set(after) if before[i] != after[i]),
+            }
+        return out
+
+    # ---- writing -------------------------------------------------------------------------------
+
+    def commit(self, tables: dict[str, pa.Table], *, run_id: str, recipe: str, config_hash: str,
+               config: dict, stage_counts: pa.Table | None = None, name: str | None = None) -> Commit:
+        """Upsert every table and record the run, in one transaction = one snapshot = one version.
+
+        Nothing is committed (and no version is made) when no table gains, loses or changes a row.
+        """
+        if self.read_only:
+            raise ReadOnlyLake("commit", "this lake was opened read-only")
+        con = self._con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            self._ensure_tables()
+            added, removed = {}, {}
+            for table_name, rows in tables.items():
+                if rows.num_rows == 0:
+                    continue
+                added[table_name], removed[table_name] = self._upsert(table_name, rows)
+            if not any(added.values()) and not any(removed.values()):
+                con.execute("ROLLBACK")
+                return Commit(None, added, removed)
+            version = con.execute("SELECT max(snapshot_id) + 1 FROM lake.snapshots()").fetchone()[0]
+            counts = {t: {"added": added.get(t, 0), "removed": removed.get(t, 0)} for t in sorted(set(added) | set(removed))}
+            if stage_counts is not None and stage_counts.num_rows:
+                self._append("stage_counts", stage_counts)
+            version_row = {
+                "version": version, "name": name or f"v{version}", "run_id": run_id, "recipe": recipe,
+                "config_hash": config_hash, "config": json.dumps(config, sort_keys=True, default=str),
+                "counts": json.dumps(counts, sort_keys=True), "created_at": datetime.now(timezone.utc),
+            }
+            self._append("versions", pa.Table.from_pylist([version_row], schema=TABLES["versions"].schema))
+            message = f"{recipe} run {run_id} config {config_hash[:12]}"
+            extra = json.dumps({"schema_version": SCHEMA_VERSION, "run_id": run_id, "recipe": recipe, "config_hash": config_hash})
+            con.execute("CALL lake.set_commit_message('thinkmill', ?, extra_info => ?)", [message, extra])
+            con.execute("COMMIT")
+        except BaseException:
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            raise
+        committed = con.execute("SELECT max(snapshot_id) FROM lake.snapshots()").fetchone()[0]
+        if committed != version:
+            raise LakeError(f"another writer committed to {self.root.name} during this commit "
+                            f"(expected snapshot {version}, found {committed}); re-run the recipe")
+        return Commit(version, added, removed)
+
+    def _ensure_tables(self) -> None:
+        existing = set(self.tables())
+        for table_name, spec in TABLES.items():
+            if table_name not in existing:
+                self._con.register("_empty", spec.schema.empty_table())
+                self._con.execute(f"CREATE TABLE lake.{table_name} AS SELECT * FROM _empty")
+                self._con.unregister("_empty")
+                continue
+            have = {r[0] for r in self._con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE database_name='lake' AND table_name=?", [table_name]).fetchall()}
+            for field in spec.schema:
+                if field.name not in have:  # schema evolution: new columns are added, never dropped
+                    duck_type = _duckdb_type(field.type)
+                    self._con.execute(f"ALTER TABLE lake.{table_name} ADD COLUMN {field.name} {duck_type}")
+        for view, body in VIEWS.items():
+            self._con.execute(f"CREATE OR REPLACE VIEW lake.{view} AS {body}")
+
+    def _upsert(self, table_name: str, rows: pa.Table) -> tuple[int, int]:
+        spec = TABLES[table_name]
+        rows = rows.select(spec.schema.names).cast(spec.schema)
+        id_col = spec.id_column
+        self._con.register("_staged", rows)
+        try:
+            # A row whose id exists with other content is a new version of that thing: replace it.
+            removed = self._con.execute(f"""
+                DELETE FROM lake.{table_name} WHERE {id_col} IN (
+                    SELECT s.{id_col} FROM _staged s JOIN lake.{table_name} l USING ({id_col})
+                    WHERE s.row_hash IS DISTINCT FROM l.row_hash)""").fetchone()[0]
+            columns = ", ".join(spec.schema.names)
+            added = self._con.execute(f"""
+                INSERT INTO lake.{table_name} ({columns})
+                SELECT {columns} FROM _staged s
+                WHERE NOT EXISTS (SELECT 1 FROM lake.{table_name} l WHERE l.{id_col} = s.{id_col})""").fetchone()[0]
+        finally:
+            self._con.unregister("_staged")
+        return int(added), int(removed)
+
+    def _append(self, table_name: str, rows: pa.Table) -> None:
+        spec = TABLES[table_name]
+        self._con.register("_staged", rows.select(spec.schema.names).cast(spec.schema))
+        try:
+            self._con.execute(f"INSERT INTO lake.{table_name} SELECT * FROM _staged")
+        finally:
+            self._con.unregister("_staged")
+
+    def _check_schema_version(self) -> None:
+        rows = self._con.execute(
+            "SELECT commit_extra_info FROM lake.snapshots() WHERE commit_extra_info IS NOT NULL ORDER BY snapshot_id DESC LIMIT 1").fetchall()
+        if rows and rows[0][0]:
+            written = json.loads(rows[0][0]).get("schema_version", 0)
+            if written > SCHEMA_VERSION:
+                raise LakeError(f"{self.root} was written with schema version {written}; this thinkmill reads up to "
+                                f"{SCHEMA_VERSION}. Upgrade thinkmill (pip install -U thinkmill).")
+
+
+def _duckdb_type(arrow_type: pa.DataType) -> str:
+    if pa.types.is_list(arrow_type):
+        return _duckdb_type(arrow_type.value_type) + "[]"
+    return {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN",
+            pa.binary(): "BLOB", pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ"}[arrow_type]
