@@ -7,8 +7,14 @@
   before it runs). The first one is its *subject*: its rows are the stage's items, counted in.
 - `writes` is the table its output rows go to. Every output row names the item it came from in the
   subject's id column (`asset_id` for caption, `question_id` for verify, ...).
-- Every subject item ends up kept (its id appears in `out`) or rejected (a reject row with that
-  `input_id`), never neither: the flow checks `n_in == n_out + n_rejected` and stops otherwise.
+- Every subject item ends up kept or rejected, never neither: the flow checks
+  `n_in == n_out + n_rejected` and stops otherwise. An item is *rejected* when a reject row names it
+  (`subject_id == input_id == item`), or when nothing in `out` came from it and some reject row has
+  it as `input_id` (e.g. every candidate question of an image was refused). It is *kept* when
+  rows in `out` came from it and it was not rejected. A reject of a finer thing (a candidate
+  question of an image that still got others) records `subject_id` = that thing and `input_id` =
+  the item, and does not reject the item.
+- `engines` names the model roles the stage calls; their identity is part of its cache key.
 - Parameters are keyword-only arguments with defaults and type hints: the recipe YAML and
   `--set stage.param=value` are validated against them.
 - A stage never opens the lake; it gets models through `ctx.engine(role)`.
@@ -50,6 +56,7 @@ class StageSpec:
     writes: str
     version: int
     unit: str
+    engines: tuple[str, ...]
     sharded: bool
     resources: dict
     doc: str
@@ -79,24 +86,29 @@ class StageSpec:
 
 
 def stage(*, reads: dict[str, list[str]], writes: str, version: int, unit: str | None = None,
-          sharded: bool = True, resources: dict | None = None):
+          engines: tuple[str, ...] = (), sharded: bool = True, resources: dict | None = None):
     """Declare a stage. `version`: bump when the same input would now give a different output."""
 
     def register(fn: Callable) -> StageSpec:
         doc = inspect.getdoc(inspect.getmodule(fn)) or ""
         return StageSpec(fn.__name__, fn, reads, writes, version, unit or next(iter(reads)).rstrip("s"),
-                         sharded, resources or {"cpu": 1}, doc)
+                         tuple(engines), sharded, resources or {"cpu": 1}, doc)
 
     return register
 
 
 @dataclass
 class StageResult:
-    """What a stage returns: rows for its table, one reject per refused item, and side tables."""
+    """What a stage returns: rows for its table, one reject per refused item, and side tables.
+
+    `kept` is for stages whose output rows do not name their input items one by one (grpo writes
+    one policy from many questions): the ids of the items it used. Leave it None otherwise.
+    """
 
     out: pa.Table
     rejects: pa.Table
     side: dict[str, pa.Table] = field(default_factory=dict)
+    kept: list[str] | None = None
 
 
 @dataclass
@@ -164,27 +176,39 @@ class Accounting:
 def account(spec: StageSpec, subject: pa.Table, result: StageResult) -> Accounting:
     """Check that every subject item was kept or rejected, and count both.
 
-    An item is rejected if any reject row names it as `input_id`; it is kept if the stage's output
-    names it and it was not rejected. Anything else is a bug in the stage: `AccountingError`.
+    Anything neither kept nor rejected, or a reject for an item that was not in the input, is a bug
+    in the stage: `AccountingError`.
     """
-    in_ids = subject.column(spec.key).to_pylist()
-    in_set = set(in_ids)
-    reject_inputs = result.rejects.column("input_id").to_pylist()
-    rejected = in_set & set(reject_inputs)
-    out_ids = output_input_ids(spec, result.out)
-    kept = (in_set & out_ids) - rejected
+    in_set, kept, rejected = _classify(spec, subject, result)
     lost = sorted(in_set - kept - rejected)
-    if lost:
-        raise AccountingError(spec.name, len(in_set), len(kept), len(rejected), lost)
-    invented = sorted(set(reject_inputs) - in_set)
-    if invented:
+    inputs = result.rejects.column("input_id").to_pylist()
+    invented = sorted(set(inputs) - in_set)
+    if lost or invented:
         raise AccountingError(spec.name, len(in_set), len(kept), len(rejected),
-                              [f"reject for an item not in the input: {i}" for i in invented])
-    # Count each item's first reject reason (an item can fail several checks).
-    first_reason: dict[str, str] = {}
-    for input_id, reason in zip(reject_inputs, result.rejects.column("reason").to_pylist()):
-        first_reason.setdefault(input_id, reason)
+                              lost + [f"reject for an item not in the input: {i}" for i in invented])
+    subjects = result.rejects.column("subject_id").to_pylist()
+    first_reason: dict[str, str] = {}  # an item can fail several checks: count one reason per item
+    for input_id, subject_id, reason in zip(inputs, subjects, result.rejects.column("reason").to_pylist()):
+        if input_id in rejected and (subject_id == input_id or input_id not in first_reason):
+            first_reason.setdefault(input_id, reason)
     return Accounting(len(in_set), len(kept), len(rejected), dict(Counter(first_reason.values())))
+
+
+def kept_ids(spec: StageSpec, subject: pa.Table, result: StageResult) -> list[str]:
+    """Subject ids passed on to later stages, in input order."""
+    _, kept, _ = _classify(spec, subject, result)
+    return list(dict.fromkeys(i for i in subject.column(spec.key).to_pylist() if i in kept))
+
+
+def _classify(spec: StageSpec, subject: pa.Table, result: StageResult) -> tuple[set, set, set]:
+    in_set = set(subject.column(spec.key).to_pylist())
+    subjects = result.rejects.column("subject_id").to_pylist()
+    inputs = result.rejects.column("input_id").to_pylist()
+    produced = set(result.kept) if result.kept is not None else output_input_ids(spec, result.out)
+    item_rejects = {i for s, i in zip(subjects, inputs) if s == i}
+    rejected = in_set & (item_rejects | (set(inputs) - produced))
+    kept = (in_set & produced) - rejected
+    return in_set, kept, rejected
 
 
 def output_input_ids(spec: StageSpec, out: pa.Table) -> set[str]:
@@ -193,12 +217,4 @@ def output_input_ids(spec: StageSpec, out: pa.Table) -> set[str]:
         return set(out.column(spec.key).to_pylist())
     if spec.key == "asset_id" and "asset_ids" in out.schema.names:  # questions name their assets
         return {a for ids in out.column("asset_ids").to_pylist() for a in ids}
-    if spec.key == "source_ref" and "source_ref" in out.schema.names:
-        return set(out.column("source_ref").to_pylist())
     raise SchemaMismatch(spec.name, spec.writes, [spec.key], out.schema.names)
-
-
-def kept_ids(spec: StageSpec, subject: pa.Table, result: StageResult) -> set[str]:
-    """Subject ids passed on to later stages."""
-    rejected = set(result.rejects.column("input_id").to_pylist())
-    return (set(subject.column(spec.key).to_pylist()) & output_input_ids(spec, result.out)) - rejected

@@ -8,6 +8,20 @@ from schemas.base import ModelLineage, table
 
 ANSWER_TYPES = ("mc", "fib", "num", "des", "bbox")
 
+# The declared ability taxonomy: a question must combine several of these (WeThink's
+# ability-combination constraint). Recipes may narrow it; names are stable once shipped.
+ABILITIES = {
+    "counting": "count objects, possibly only those with some attribute",
+    "attribute_recognition": "recognise colour, shape, size or material",
+    "spatial_reasoning": "relate positions: left/right, above/below, nearest, inside",
+    "arithmetic": "add, subtract, multiply or compare quantities",
+    "comparison": "decide which is larger, smaller, more or fewer",
+    "chart_reading": "read values, labels and axes of charts and plots",
+    "ocr": "read text or numbers written in the image",
+    "geometry": "reason about lengths, angles and areas",
+    "world_knowledge": "use facts not shown in the image",
+}
+
 
 class Question(ModelLineage):
     """A question about one or more assets, with its reference answer and how to check it."""

@@ -15,6 +15,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Locally built models are shared by every test of the session (the tiny policy takes a minute to build).
+os.environ.setdefault("THINKMILL_MODELS", str(_SESSION_HOME / "models"))
 
 
 @pytest.fixture

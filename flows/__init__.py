@@ -1,0 +1,1 @@
+"""Prefect flows that compose stages into recipes, and the `flow` command line. Composes; computes nothing."""

@@ -1,0 +1,241 @@
+"""Run a recipe as one Prefect flow: a task per (step, shard), one lake commit at the end.
+
+Every shard task is cached by Prefect under a key made of small, stable values only: the dataset,
+the stage and its version, the resolved parameters, the identity of the models it calls, and the
+content hashes of its input rows. A re-run with nothing changed therefore does no stage work and
+commits nothing; a changed parameter re-runs that stage, and later stages only where their inputs
+changed. Task outputs are Parquet files in the dataset's staging folder; the flow reads them back,
+checks the accounting (in = kept + rejected), and commits everything in one DuckLake snapshot.
+"""
+
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.recipes import Recipe, load_recipe
+from flows.run_tables import RunTables, related, table_fingerprint, with_row_hash
+from pipelines.engines import EngineRegistry
+from pipelines.sources import source_items
+from pipelines.stage import Accounting, StageContext, StageResult, account, kept_ids
+from pipelines.stages import STAGES
+from schemas import TABLES, make_id
+from schemas.base import canonical_json, sha256_text
+from schemas.errors import ThinkmillError
+from stores.lake import Lake, dataset_root
+from stores.staging import Staging
+
+
+def _cache_key(context, parameters) -> str:
+    # Small, stable values only (computed by the flow): a table or an engine does not hash reliably,
+    # and a wrong key would silently reuse a stale result.
+    return parameters["cache_key"]
+
+
+def _is_transient(task, task_run, state) -> bool:
+    """Retry engine hiccups; a bug or a bad recipe fails the same way twice, so fail at once."""
+    try:
+        state.result()
+    except ThinkmillError as error:
+        from schemas.errors import EngineTimeout, EngineUnavailable
+
+        return isinstance(error, (EngineTimeout, EngineUnavailable))
+    except Exception:
+        return True
+    return False
+
+
+@task(cache_key_fn=_cache_key, persist_result=True, result_serializer="json", retries=2,
+      retry_delay_seconds=[2, 10], retry_condition_fn=_is_transient, task_run_name="{stage}[{shard_index}]")
+def run_shard(stage: str, shard_index: int, cache_key: str, inputs: dict, params: dict, context: dict,
+              engines: EngineRegistry, progress) -> dict:
+    """Run one stage on one shard and stage its output as Parquet; return a reference to it."""
+    spec = STAGES[stage]
+    ctx = StageContext(**context, engines=engines, progress=progress)
+    started = time.perf_counter()
+    result: StageResult = spec(*[inputs[name] for name in spec.reads], ctx, **params)
+    counts = account(spec, inputs[spec.subject], result)
+    tables = {"out": with_row_hash(spec.writes, result.out), "rejects": with_row_hash("rejects", result.rejects)}
+    tables |= {f"side-{name}": with_row_hash(name, rows) for name, rows in result.side.items()}
+    meta = {"n_in": counts.n_in, "n_out": counts.n_out, "n_rejected": counts.n_rejected, "by_reason": counts.by_reason,
+            "kept": kept_ids(spec, inputs[spec.subject], result), "wall_s": round(time.perf_counter() - started, 3)}
+    return Staging(Path(context["root"])).write(stage, cache_key, tables, meta)
+
+
+@task(task_run_name="read-sources", cache_policy=NO_CACHE, persist_result=False)
+def read_sources(source: dict, seed: int) -> pa.Table:
+    return source_items(source)
+
+
+@flow(name="thinkmill-recipe", flow_run_name="{recipe_name}", validate_parameters=False)
+def run_recipe(recipe_name: str, overrides: list[str] | None = None, dataset: str | None = None,
+               home: str | None = None, show_progress: bool = False) -> dict:
+    """Run `recipe_name` (with `--set` overrides) on a dataset; return the run summary.
+
+    The summary has the new `version` (None when the run changed nothing), rows added/removed per
+    table, and per step: items in, kept, rejected by reason, shards run and shards cached.
+    """
+    from flows.environment import thinkmill_home
+
+    recipe = load_recipe(recipe_name, overrides or [], dataset=dataset)
+    home_path = Path(home) if home else thinkmill_home()
+    root = dataset_root(home_path, recipe.dataset)
+    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    lake = Lake.open(root, create=True)
+    try:
+        start_version = lake.current_version()
+        tables = RunTables(lambda name: lake.table(name))
+        registry = EngineRegistry(recipe.models, home_path)
+        staging = Staging(root)
+        tables.put("source_items", read_sources(recipe.source, recipe.seed))
+        steps = []
+        with _progress(show_progress) as bars:
+            for step in recipe.steps:
+                steps.append(_run_step(step, recipe, tables, registry, staging, root, run_id, start_version, bars))
+        stage_counts = pa.Table.from_pylist([s["row"] for s in steps], schema=TABLES["stage_counts"].schema)
+        commit = lake.commit(tables.for_lake(), run_id=run_id, recipe=recipe.name, config_hash=recipe.config_hash,
+                             config=recipe.resolved(), stage_counts=stage_counts)
+    finally:
+        lake.close()
+    summary = {"dataset": recipe.dataset, "root": str(root), "recipe": recipe.name, "run_id": run_id,
+               "config_hash": recipe.config_hash, "version": commit.version, "previous_version": start_version,
+               "added": commit.added, "removed": commit.removed, "steps": [s["summary"] for s in steps]}
+    create_markdown_artifact(key=f"run-{_slug(recipe.dataset)}", markdown=summary_markdown(summary),
+                             description=f"{recipe.name} on {recipe.dataset}")
+    return summary
+
+
+def _run_step(step, recipe: Recipe, tables: RunTables, registry: EngineRegistry, staging: Staging, root: Path,
+              run_id: str, start_version, bars) -> dict:
+    spec = STAGES[step.stage]
+    inputs = tables.inputs(spec)
+    spec.check_columns(inputs)
+    subject = inputs[spec.subject]
+    size = recipe.shard_size if spec.sharded else max(subject.num_rows, 1)
+    shards = [subject.slice(i, size) for i in range(0, subject.num_rows, size)] or [subject]
+    engines_fp = [registry.fingerprint(role) for role in spec.engines]
+    context = {"run_id": run_id, "stage": spec.name, "stage_version": spec.version, "config_hash": recipe.config_hash,
+               "root": Path(root), "seed": recipe.seed, "data_version": start_version}
+    bar = bars.stage(spec.name, subject.num_rows)
+    started = time.perf_counter()
+    futures = []
+    for index, shard in enumerate(shards):
+        shard_inputs = {name: (shard if name == spec.subject else related(table, shard)) for name, table in inputs.items()}
+        key_parts = [str(root), spec.name, spec.version, step.params, engines_fp,
+                     {name: table_fingerprint(name.removeprefix("lake."), t) for name, t in shard_inputs.items()}]
+        key = f"{spec.name}-v{spec.version}-{sha256_text(canonical_json(key_parts))[:32]}"
+        options = {} if staging.has(spec.name, key) else {"refresh_cache": True}  # staged files gone: recompute
+        futures.append(run_shard.with_options(**options).submit(
+            spec.name, index, key, shard_inputs, step.params, context, registry, bar.advance))
+    total, outs, rejects, sides, kept, cached = Accounting(0, 0, 0, {}), [], [], {}, [], 0
+    for future, shard in zip(futures, shards):
+        reference = future.result()
+        cached += future.state.name == "Cached"
+        staged, meta = staging.read(reference)
+        outs.append(staged["out"])
+        rejects.append(staged["rejects"])
+        for name, rows in staged.items():
+            if name.startswith("side-"):
+                sides.setdefault(name.removeprefix("side-"), []).append(rows)
+        kept += meta["kept"]
+        total = total + Accounting(meta["n_in"], meta["n_out"], meta["n_rejected"], meta["by_reason"])
+        bar.shard_done(shard.num_rows, total)
+    out = pa.concat_tables(outs) if outs else TABLES[spec.writes].schema.empty_table()
+    tables.apply(spec, out, pa.concat_tables(rejects), {n: pa.concat_tables(r) for n, r in sides.items()}, kept)
+    wall_s = round(time.perf_counter() - started, 3)
+    row = {"stage_count_id": make_id("stage_count", run_id, step.index, spec.name), "run_id": run_id,
+           "step_index": step.index, "stage": spec.name, "stage_version": spec.version, "unit": spec.unit,
+           "n_in": total.n_in, "n_out": total.n_out, "n_rejected": total.n_rejected,
+           "rejected_by_reason": total.to_json(), "n_shards": len(shards), "n_shards_cached": cached, "wall_s": wall_s}
+    summary = {k: row[k] for k in ("stage", "unit", "n_in", "n_out", "n_rejected", "n_shards", "n_shards_cached", "wall_s")}
+    summary["rejected_by_reason"] = total.by_reason
+    return {"row": row, "summary": summary}
+
+
+def summary_markdown(summary: dict) -> str:
+    version = summary["version"]
+    head = (f"# {summary['recipe']} on `{summary['dataset']}`\n\n"
+            + (f"Committed **version {version}** (run `{summary['run_id']}`, config `{summary['config_hash'][:12]}`).\n\n"
+               if version is not None else f"Nothing changed: the dataset stays at version {summary['previous_version']}.\n\n"))
+    lines = ["| step | stage | in | kept | rejected | top reject reasons | shards (cached) | seconds |",
+             "|---|---|---:|---:|---:|---|---|---:|"]
+    for i, s in enumerate(summary["steps"], 1):
+        reasons = ", ".join(f"{r} {n}" for r, n in sorted(s["rejected_by_reason"].items(), key=lambda x: -x[1])[:3])
+        lines.append(f"| {i} | {s['stage']} | {s['n_in']} | {s['n_out']} | {s['n_rejected']} | {reasons} | "
+                     f"{s['n_shards']} ({s['n_shards_cached']}) | {s['wall_s']} |")
+    rows = ["", "| table | rows added | rows removed |", "|---|---:|---:|"]
+    rows += [f"| {t} | {summary['added'].get(t, 0)} | {summary['removed'].get(t, 0)} |" for t in sorted(summary["added"])]
+    return head + "\n".join(lines + rows) + "\n"
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-") or "dataset"
+
+
+class _StageBar:
+    """One progress bar per stage: items done, with kept/rejected counts in its label."""
+
+    def __init__(self, progress, name: str, total: int):
+        self._progress, self._name, self._lock = progress, name, threading.Lock()
+        self._done_in_shards = 0
+        self._task = progress.add_task(f"{name:<14}", total=max(total, 1)) if progress else None
+        self._live = 0
+
+    def advance(self, n: int = 1) -> None:
+        if self._task is not None:
+            with self._lock:
+                self._live += n
+                self._progress.update(self._task, completed=self._done_in_shards + self._live)
+
+    def shard_done(self, shard_items: int, total: Accounting) -> None:
+        if self._task is not None:
+            with self._lock:
+                self._done_in_shards += shard_items
+                self._live = 0
+                self._progress.update(self._task, completed=self._done_in_shards,
+                                      description=f"{self._name:<14} kept {total.n_out} rejected {total.n_rejected}")
+
+
+class _Bars:
+    def __init__(self, progress):
+        self._progress = progress
+
+    def stage(self, name: str, total: int) -> _StageBar:
+        return _StageBar(self._progress, name, total)
+
+
+class _progress:
+    """A rich progress display when asked for (the CLI), silence otherwise (tests, deployments)."""
+
+    def __init__(self, show: bool):
+        self._show = show
+
+    def __enter__(self) -> _Bars:
+        if not self._show:
+            return _Bars(None)
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._rich = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        self._rich.__enter__()
+        return _Bars(self._rich)
+
+    def __exit__(self, *exc):
+        if self._show:
+            self._rich.__exit__(*exc)
+
+
+def run(recipe_name: str, overrides: list[str] | None = None, *, dataset: str | None = None, home: Path | None = None,
+        show_progress: bool = False, workers: int | None = None) -> dict:
+    """Run a recipe in-process (ephemeral Prefect unless PREFECT_API_URL is set). Returns the summary."""
+    recipe = load_recipe(recipe_name, overrides or [], dataset=dataset)  # fail fast, before Prefect starts
+    runner = ThreadPoolTaskRunner(max_workers=workers or recipe.workers)
+    return run_recipe.with_options(task_runner=runner)(recipe_name, list(overrides or []), dataset,
+                                                       str(home) if home else None, show_progress)
+
+

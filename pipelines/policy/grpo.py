@@ -1,0 +1,165 @@
+"""GRPO training on TRL: our rows and reward functions in, a trained checkpoint and its log out.
+
+Everything TRL- and transformers-specific about GRPO lives here; the GRPO stage builds `rows` and
+`reward_funcs` from our tables and writes the policy row. What TRL 1.16 expects, and what surprised:
+
+- Dataset: a `prompt` column of conversational messages whose user content holds a bare
+  `{"type": "image"}` placeholder, and an `image` column of PIL images. TRL inserts the image into
+  the placeholder, renders the chat with the processor's template and lets the processor expand
+  `<|image_pad|>` into the vision tokens. Every other column (`solution`, `answer_type`, `choices`,
+  and `image` itself) reaches each reward function as a keyword list, one entry per completion.
+- Reward functions receive conversational completions (`[{"role": "assistant", "content": text}]`);
+  `_plain_text_reward` hands them plain strings instead, so rewards stay free of TRL's formats. They
+  are also passed `prompts`, `completion_ids`, `trainer_state`, `log_extra` and `log_metric`, so
+  they must accept `**kwargs`. `None` means "not applicable" (TRL turns it into NaN and skips it).
+- Rows with and without an image cannot share a batch (`grpo_dataset` refuses the mix): TRL hands
+  the processor a None image. All-image and all-text runs both work.
+- Passing the model as a path lets TRL load the processor itself with `padding_side="left"`
+  (generation needs left padding); a processor we load and pass would keep the saved side.
+- GRPOConfig defaults differ from TrainingArguments: `bf16=True` and `gradient_checkpointing=True`,
+  which on CPU fail or only slow a tiny model down, so both are set explicitly.
+- `per_device_train_batch_size` counts completions, not prompts: 8 with `num_generations=4` is two
+  prompts per step, each sampled four times. It must be a multiple of `num_generations`.
+- Generation uses the model's `generate` with `do_sample=True` and suppresses the image token
+  (a sampled placeholder would have no image features behind it).
+"""
+
+import functools
+import math
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from transformers import PrinterCallback, TrainerCallback
+
+from pipelines.policy.tiny_llava import save_policy
+
+
+def train_grpo(model_dir: Path, rows: list[dict], reward_funcs: list[Callable], out_dir: Path, *,
+               max_steps: int = 8, num_generations: int = 4, per_device_train_batch_size: int = 8,
+               max_completion_length: int = 32, learning_rate: float = 1e-4, beta: float = 0.0,
+               temperature: float = 1.0, seed: int = 0, log: Callable[[dict], None] | None = None) -> dict:
+    """Train the checkpoint in `model_dir` with GRPO on `rows`; save it to `out_dir`; return metrics.
+
+    `rows`: dicts with `prompt` (messages with a {"type": "image"} placeholder), `image` (PIL; absent
+    or None in an all-text run) and any columns the rewards read. `reward_funcs`: `f(completions: list[str], **columns) -> list[float | None]`,
+    summed with equal weights. `beta`: KL weight to the starting policy (0 skips the reference model,
+    as in DAPO and Dr. GRPO). `log(entry)` is called with each step's log dict.
+
+    Metrics (keys as in the `policies` table where one exists): `steps` (optimizer steps run),
+    `train_reward` (mean reward over the last quarter of the steps, at least one), `log` (one dict per
+    step: step, reward, reward_std, frac_reward_zero_std, loss, grad_norm, entropy, rewards/<name>/mean,
+    ...), `seconds`.
+    """
+    if per_device_train_batch_size % num_generations:
+        raise ValueError(
+            f"per_device_train_batch_size ({per_device_train_batch_size}) must be a multiple of "
+            f"num_generations ({num_generations}): TRL fills each batch with whole groups"
+        )
+    dataset = grpo_dataset(rows)
+    from trl import GRPOConfig, GRPOTrainer  # slow import (about 3 s): only when training
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="thinkmill-grpo-") as scratch:
+        config = GRPOConfig(
+            output_dir=scratch,  # TRL wants one; nothing is saved there (save_strategy="no")
+            max_steps=max_steps, num_generations=num_generations,
+            per_device_train_batch_size=per_device_train_batch_size,
+            max_completion_length=max_completion_length, learning_rate=learning_rate, beta=beta,
+            temperature=temperature, seed=seed, data_seed=seed, **_device_settings(),
+            gradient_checkpointing=False, logging_steps=1, report_to="none", save_strategy="no",
+            disable_tqdm=True, dataloader_num_workers=0,
+        )
+        trainer = GRPOTrainer(
+            model=str(model_dir), reward_funcs=[_plain_text_reward(f) for f in reward_funcs], args=config,
+            train_dataset=dataset, callbacks=[_LogEachStep(log)] if log else None,
+        )
+        trainer.remove_callback(PrinterCallback)  # disable_tqdm swaps the bar for a print of every log
+        trainer.train()
+        save_policy(trainer.model, trainer.processing_class, Path(out_dir))
+        log_per_step = step_metrics(trainer.state.log_history)
+    return {"steps": trainer.state.global_step, "train_reward": mean_reward_last(log_per_step), "log": log_per_step,
+            "seconds": round(time.perf_counter() - started, 2)}
+
+
+def grpo_dataset(rows: list[dict]) -> Dataset:
+    """The rows as the Dataset TRL reads; ValueError naming every problem first.
+
+    TRL 1.16 cannot batch rows with and without an image together (the processor gets a None
+    image and raises), so a run is all-image or all-text; an all-text run drops the `image` key.
+    """
+    problems = []
+    if not rows:
+        problems.append("no rows")
+    missing_prompt = [i for i, row in enumerate(rows) if not row.get("prompt")]
+    if missing_prompt:
+        problems.append(f"rows without a 'prompt' (first 5 indices: {missing_prompt[:5]})")
+    n_with_image = sum(row.get("image") is not None for row in rows)
+    if 0 < n_with_image < len(rows):
+        problems.append(
+            f"{n_with_image} rows have an image and {len(rows) - n_with_image} do not; TRL cannot batch the two "
+            "together, so train them in separate runs"
+        )
+    if problems:
+        raise ValueError("train_grpo: " + "; ".join(problems))
+    if n_with_image == 0:
+        rows = [{k: v for k, v in row.items() if k != "image"} for row in rows]
+    return Dataset.from_list(rows)
+
+
+def _device_settings() -> dict:
+    # vLLM rollouts need a GPU build; on CPU, TRL generates with the model's own generate().
+    if torch.cuda.is_available():
+        return {"use_cpu": False, "bf16": True, "use_vllm": False}
+    return {"use_cpu": True, "bf16": False, "use_vllm": False}
+
+
+def _plain_text_reward(reward_func: Callable) -> Callable:
+    """TRL passes conversational completions; our rewards take the assistant text."""
+
+    @functools.wraps(reward_func)  # keeps __name__: TRL logs rewards/<name>/mean
+    def reward(completions, **kwargs):
+        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        return reward_func(completions=texts, **kwargs)
+
+    return reward
+
+
+def step_metrics(log_history: list[dict]) -> list[dict]:
+    """One dict per training step from TRL's log history (the final summary entry dropped)."""
+    keep = ("reward", "reward_std", "frac_reward_zero_std", "loss", "grad_norm", "entropy", "learning_rate",
+            "completions/mean_length", "completions/clipped_ratio", "step_time")
+    steps = []
+    for entry in log_history:
+        if "reward" not in entry:  # the train-summary entry (train_runtime, ...) has no reward
+            continue
+        step = {"step": entry.get("step")}
+        step.update({k: entry[k] for k in keep if k in entry})
+        step.update({k: v for k, v in entry.items() if k.startswith("rewards/") and k.endswith("/mean")})
+        steps.append(step)
+    return steps
+
+
+def mean_reward_last(steps: list[dict], share: float = 0.25) -> float | None:
+    """Mean `reward` over the last `share` of the steps (at least one step).
+
+    >>> mean_reward_last([{"reward": 0.0}, {"reward": 0.5}, {"reward": 1.0}, {"reward": 1.0}])
+    1.0
+    """
+    rewards = [s["reward"] for s in steps if s.get("reward") is not None]
+    if not rewards:
+        return None
+    tail = rewards[-max(1, math.ceil(len(rewards) * share)):]
+    return sum(tail) / len(tail)
+
+
+class _LogEachStep(TrainerCallback):
+    def __init__(self, log: Callable[[dict], None]):
+        self.log = log
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "reward" in logs:
+            self.log({"step": state.global_step, **logs})
