@@ -12,6 +12,7 @@ Only `run` starts Prefect; the rest read the lake directly and answer in well un
 """
 
 import json
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -47,6 +48,8 @@ def run(recipe: str = typer.Argument(..., help="recipe name (see `flow recipes`)
     """Run a recipe as a Prefect flow and commit its result as a new dataset version."""
     home = thinkmill_home()
     configure_prefect(home)
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")  # the progress bars and summary say what happened
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # one bar per stage is enough
     from flows.recipes import load_recipe
 
     load_recipe(recipe, set_, dataset=dataset)  # validate before paying for Prefect's start-up
@@ -95,8 +98,10 @@ def versions(dataset: str = typer.Argument(..., help="dataset name"), format: Fo
         row["rows_added"] = sum(c["added"] for c in counts.values())
         row["rows_removed"] = sum(c["removed"] for c in counts.values())
         if format == Format.table:
-            row.pop("counts")
+            for column in ("counts", "run_id", "commit_message"):
+                row.pop(column)
             row["config_hash"] = row["config_hash"][:12]
+            row["created_at"] = row["created_at"].strftime("%Y-%m-%d %H:%M:%S")
     _emit_rows(rows, format, output)
 
 

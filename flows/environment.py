@@ -16,6 +16,7 @@ def thinkmill_home() -> Path:
 
 def configure_prefect(home: Path) -> None:
     """Defaults only: anything the user set in the environment wins."""
+    (home / "prefect" / "results").mkdir(parents=True, exist_ok=True)  # Prefect does not create parents
     os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
     os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(home / "prefect" / "results"))
     # The ephemeral server otherwise tries to send telemetry and logs an error on closed networks.

@@ -50,7 +50,15 @@ class RunTables:
         return table.filter(pc.is_in(table.column(SUBJECT_KEYS[name]), value_set=live))
 
     def inputs(self, spec: StageSpec) -> dict[str, pa.Table]:
-        return {name: self.read(name) for name in spec.reads}
+        tables = {name: self.read(name) for name in spec.reads}
+        # `lake.<subject>` means the *other* committed items (dedup compares new assets with earlier
+        # ones): leaving the subject's own ids out also keeps a re-run's cache key unchanged.
+        own = f"lake.{spec.subject}"
+        if own in tables:
+            key = SUBJECT_KEYS[spec.subject]
+            ids = tables[spec.subject].column(key)
+            tables[own] = tables[own].filter(pc.invert(pc.is_in(tables[own].column(key), value_set=ids)))
+        return tables
 
     def apply(self, spec: StageSpec, out: pa.Table, rejects: pa.Table, side: dict[str, pa.Table], kept: list[str]) -> None:
         """Record a stage's result: its rows, its rejects, and the subject items still live."""

@@ -31,6 +31,7 @@ def policy_messages(question: str, answer_type: str, choices=(), *, image: dict 
 
 
 def trl_prompt(question: str, answer_type: str, choices=()) -> list[dict]:
-    """The same chat in TRL's conversational form: the image is a placeholder, the pixels go in `image`."""
-    return [{"role": "system", "content": SYSTEM_PROMPT},
+    """The same chat in TRL's conversational form: the image is a placeholder, the pixels go in `image`.
+    Every content is a list of parts (Arrow, under `datasets`, cannot mix strings and lists in a column)."""
+    return [{"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
             {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question_text(question, answer_type, choices)}]}]

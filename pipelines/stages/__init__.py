@@ -7,6 +7,7 @@ from pipelines.stages.difficulty import difficulty
 from pipelines.stages.distill_cot import distill_cot
 from pipelines.stages.grpo import grpo
 from pipelines.stages.ingest import ingest
+from pipelines.stages.mixture import mixture
 from pipelines.stages.rescore import rescore
 from pipelines.stages.rollouts import rollouts
 from pipelines.stages.select import select
@@ -14,5 +15,5 @@ from pipelines.stages.synthesize_qa import synthesize_qa
 from pipelines.stages.verify import verify
 
 STAGES: dict[str, StageSpec] = {
-    s.name: s for s in (ingest, dedup, caption, synthesize_qa, distill_cot, verify, rollouts, difficulty, select, grpo, rescore)
+    s.name: s for s in (ingest, dedup, caption, synthesize_qa, distill_cot, verify, rollouts, difficulty, select, mixture, grpo, rescore)
 }

@@ -21,7 +21,7 @@ from pipelines.stages.rollouts import policy_id_of
 from stores.media import open_image
 
 
-@stage(reads={"difficulty": ["question_id", "policy_id", "selected"],
+@stage(reads={"difficulty": ["difficulty_id", "question_id", "policy_id", "selected"],
               "questions": ["question_id", "question", "answer", "answer_type", "choices", "asset_ids"],
               "assets": ["asset_id", "media_uri"]},
        writes="policies", version=1, unit="selected question", engines=("policy",), sharded=False)
@@ -31,19 +31,23 @@ def grpo(difficulty: pa.Table, questions: pa.Table, assets: pa.Table, ctx: Stage
          max_items: int | None = None) -> StageResult:
     """`rewards`: reward functions from the registry (format, accuracy, hybrid_wethink, hfrrf); `max_steps`: optimizer steps."""
     policy = ctx.engine("policy")
-    selected = sorted({r["question_id"] for r in difficulty.to_pylist() if r["selected"]})
+    chosen = [r for r in difficulty.to_pylist() if r["selected"]]
+    rejects = [ctx.reject(r["difficulty_id"], "grpo.not_selected", f"question {r['question_id']} was not selected")
+               for r in difficulty.to_pylist() if not r["selected"]]
     if max_items is not None:
-        selected = selected[:max_items]
+        rejects += [ctx.reject(r["difficulty_id"], "grpo.over_max_items", f"only the first {max_items} selected items train")
+                    for r in chosen[max_items:]]
+        chosen = chosen[:max_items]
     by_id = {q["question_id"]: q for q in questions.to_pylist()}
     asset_by_id = {a["asset_id"]: a for a in assets.to_pylist()}
     rows = []
-    for question_id in selected:
-        q = by_id[question_id]
+    for item in chosen:
+        q = by_id[item["question_id"]]
         rows.append({"prompt": trl_prompt(q["question"], q["answer_type"], q["choices"] or ()),
                      "image": open_image(ctx.media_path(asset_by_id[q["asset_ids"][0]]["media_uri"])),
                      "solution": q["answer"], "answer_type": q["answer_type"], "choices": list(q["choices"] or [])})
     if not rows:
-        return StageResult(ctx.empty("policies"), ctx.rejects([]), kept=[])
+        return StageResult(ctx.empty("policies"), ctx.rejects(rejects), kept=[])
 
     from pipelines.policy.grpo import train_grpo
     from pipelines.policy.tiny_llava import weights_hash
@@ -57,7 +61,7 @@ def grpo(difficulty: pa.Table, questions: pa.Table, assets: pa.Table, ctx: Stage
                          max_completion_length=max_completion_length, learning_rate=learning_rate, beta=beta,
                          temperature=temperature, seed=ctx.seed, log=lambda step: ctx.progress(0))
     revision = weights_hash(work)
-    base_name = Path(str(policy.model)).name.split("@")[0]
+    base_name = policy_id_of(policy).split("@")[0]
     final = ctx.root / "policies" / f"{base_name}-grpo-{revision[:12]}"
     if final.exists():
         shutil.rmtree(work)
@@ -69,4 +73,4 @@ def grpo(difficulty: pa.Table, questions: pa.Table, assets: pa.Table, ctx: Stage
            "architecture": "LlavaForConditionalGeneration", "data_version": ctx.data_version, "n_train_items": len(rows),
            "steps": int(metrics.get("steps", max_steps)), "train_reward": metrics.get("train_reward"),
            "config": json.dumps(config, sort_keys=True), "metrics": json.dumps(metrics, sort_keys=True, default=str)}
-    return StageResult(ctx.rows("policies", [row]), ctx.rejects([]), kept=selected)
+    return StageResult(ctx.rows("policies", [row]), ctx.rejects(rejects), kept=[r["difficulty_id"] for r in chosen])

@@ -8,6 +8,7 @@ what RAP's causal discrepancy compares against. A question whose group could not
 rejected (`rollouts.engine_error`). Rows name the policy: difficulty is always *for a policy*.
 """
 
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -24,8 +25,12 @@ PROMPT_VERSION = "policy-v1"
 
 
 def policy_id_of(engine) -> str:
-    """Content-addressed policy id: the model's folder name and its weights hash."""
-    return f"{Path(str(engine.model)).name}@{str(engine.revision)[:12]}"
+    """Content-addressed policy id: `<model name>@<first 12 hex of the weights hash>`.
+
+    A trailing build hash in the folder name is dropped, so a policy reads `tiny-llava@849d97cb4fa8`.
+    """
+    name = re.sub(r"-[0-9a-f]{12}$", "", Path(str(engine.model)).name)
+    return f"{name}@{str(engine.revision)[:12]}"
 
 
 @stage(reads={"questions": ["question_id", "question", "answer", "answer_type", "choices", "asset_ids"],

@@ -15,45 +15,12 @@ from pipelines.sources import source_items
 from pipelines.stage import SOURCE_ITEMS, StageContext, account
 from pipelines.stages.ingest import ingest
 from stores.media import MediaStore, open_image
+from tests.media_files import encode, grey_premultiplied_alpha_tiff, photo, png_header_only, rotated_jpeg
 
 
 @pytest.fixture
 def ctx(tmp_path) -> StageContext:
     return StageContext(run_id="run-test", stage="ingest", stage_version=1, config_hash="test", root=tmp_path / "dataset")
-
-
-def photo(width: int = 120, height: int = 80, seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    gradient = np.linspace(0, 255, width, dtype=np.float32)[None, :, None] * np.ones((height, 1, 3), np.float32)
-    return Image.fromarray((gradient * 0.7 + rng.integers(0, 60, (height, width, 3))).astype(np.uint8))
-
-
-def encode(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose IHDR claims width x height, with a few bytes of pixel data: cheap to build, a bomb to decode."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-
-
-def grey_premultiplied_alpha_tiff() -> bytes:
-    """A TIFF of grey + associated (premultiplied) alpha: Pillow decodes it as mode "La", which has no RGB conversion."""
-    data = encode(Image.new("LA", (8, 8), (100, 200)), "TIFF")
-    unassociated = struct.pack("<HHII", 338, 3, 1, 2)  # ExtraSamples = 2 (unassociated alpha), as Pillow writes LA
-    assert data.count(unassociated) == 1
-    return data.replace(unassociated, struct.pack("<HHII", 338, 3, 1, 1))
-
-
-def rotated_jpeg(width: int = 40, height: int = 20) -> bytes:
-    exif = Image.Exif()
-    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to display
-    return encode(photo(width, height), "JPEG", exif=exif)
 
 
 def items(entries: dict[str, bytes | Path], *, source: str = "test") -> pa.Table:
