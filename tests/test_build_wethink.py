@@ -1,6 +1,6 @@
 """End to end: `build-wethink` as a real Prefect flow on a real DuckLake catalog, offline.
 
-One small dataset is built once for the module (synthetic scenes plus an image folder of broken
+One small dataset is built once for the session (the `built` fixture in conftest.py) (synthetic scenes plus an image folder of broken
 files), then re-run unchanged, then re-run with one stage parameter changed. Every check reads the
 lake back with SQL, the way a user would.
 """
@@ -9,25 +9,9 @@ import json
 
 import pytest
 
-from flows.recipe_flow import run
-from stores.lake import Lake, dataset_root
-from tests.media_files import write_bad_media
+from stores.lake import Lake
 
 pytestmark = pytest.mark.slow
-SIZE = ["source.synthetic.scenes=12", "rollouts.group_size=6", "rescore.group_size=6", "grpo.max_steps=4"]
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    home = tmp_path_factory.mktemp("home")
-    folder = tmp_path_factory.mktemp("uploads")
-    expected_rejects = write_bad_media(folder)
-    overrides = SIZE + [f"source.image_folder.path={folder}"]
-    first = run("build-wethink", overrides, dataset="e2e", home=home)
-    again = run("build-wethink", overrides, dataset="e2e", home=home)
-    changed = run("build-wethink", overrides + ["select.rule=easyr1"], dataset="e2e", home=home)
-    return {"home": home, "root": dataset_root(home, "e2e"), "first": first, "again": again, "changed": changed,
-            "expected_rejects": expected_rejects}
 
 
 def sql(built, query):
