@@ -40,6 +40,8 @@ def _cache_key(context, parameters) -> str:
 
 def _is_transient(task, task_run, state) -> bool:
     """Retry engine hiccups; a bug or a bad recipe fails the same way twice, so fail at once."""
+    if not state.is_failed():
+        return False
     try:
         state.result()
     except ThinkmillError as error:

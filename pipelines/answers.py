@@ -49,14 +49,19 @@ def extract_answer(text: str) -> str | None:
     '7'
     >>> extract_answer("<answer> </answer>") is None
     True
+    >>> extract_answer("<answer>98, blue 31</think><answer>12</answer>")
+    '12'
     """
     if not text:
         return None
     tags = ANSWER_TAG.findall(text)
     if tags:
         # The last tag is the model's final word: if it is empty, the model gave no answer, even
-        # if an earlier tag or a boxed value in the reasoning had one.
-        inside = tags[-1]
+        # if an earlier tag or a boxed value in the reasoning had one. Only the text after the
+        # last opening tag counts: in "<answer>98</think><answer>12</answer>" the answer is 12.
+        inside = tags[-1].rsplit("<answer>", 1)[-1]
+        if re.search(r"</?(think|answer)>", inside):
+            return None  # a stray tag inside the answer: not an answer
         boxed = last_boxed(inside)
         return _clean(boxed if boxed is not None else inside)
     boxed = last_boxed(text)

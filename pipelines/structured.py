@@ -35,6 +35,10 @@ def ask(engine, requests: list[Request], parse: Callable[[str], Any], *, max_ret
         if not pending:
             break
         responses = engine.generate([current[i] for i in pending])
+        if len(responses) != len(pending):  # an engine bug, reported per request rather than hidden
+            for i in pending[len(responses):]:
+                answers[i].error = f"the engine returned {len(responses)} responses for {len(pending)} requests"
+                answers[i].engine_failed, answers[i].attempts = True, attempt + 1
         retry = []
         for i, response in zip(pending, responses):
             answer = answers[i]

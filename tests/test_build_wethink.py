@@ -111,3 +111,26 @@ def test_grpo_trains_a_new_policy_and_rescore_scores_questions_for_it(built):
     assert by_policy.get(policy["policy_id"], 0) > 0 and by_policy.get(policy["base_policy_id"], 0) > 0
     rescored = sql(built, f"SELECT count(*) AS n FROM rollouts AT (VERSION => 1) WHERE policy_id = '{policy['policy_id']}'")
     assert rescored[0]["n"] > 0
+
+
+def test_each_run_leaves_a_markdown_summary_artifact(built):
+    from prefect.artifacts import Artifact
+
+    artifact = Artifact.get("run-wethink")
+    assert artifact is not None and artifact.type == "markdown"
+    assert "Committed **version 2**" in artifact.data and "| select |" in artifact.data
+
+
+def test_only_transient_engine_errors_are_retried():
+    from flows.recipe_flow import _is_transient
+    from prefect.states import Completed, Failed
+    from schemas.errors import AccountingError, EngineTimeout, EngineUnavailable, RecipeError
+
+    def failed(error):
+        return Failed(data=error)
+
+    assert _is_transient(None, None, failed(EngineTimeout("slow")))
+    assert _is_transient(None, None, failed(EngineUnavailable("down")))
+    assert not _is_transient(None, None, failed(AccountingError("s", 1, 0, 0, ["x"])))
+    assert not _is_transient(None, None, failed(RecipeError("r", ["bad"])))
+    assert not _is_transient(None, None, Completed())

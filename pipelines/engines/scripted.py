@@ -13,11 +13,13 @@ so runs are reproducible; a retry (whose prompt carries the parse error) draws a
 
 import json
 import random
+import re
+from collections import Counter
 import time
 
 from pipelines.engines.base import Request, Response, text_of
 from pipelines.world import knowledge
-from pipelines.world.scenes import scene_from_json
+from pipelines.world.scenes import COLOURS, KINDS, scene_from_json
 from schemas.base import sha256_text
 
 DEFAULT_NOISE = {"malformed": 0.05, "wrong_answer": 0.08, "invalid_question": 0.3}
@@ -132,12 +134,30 @@ def _refine_cot(engine, scene, request, rng):
 
 
 def _judge(engine, scene, request, rng):
-    """Tiered score for a descriptive answer: token overlap with the reference (a lenient grader)."""
+    """Tiered score for a descriptive answer, facts first: a fact the reference does not state (a
+    changed number, label, colour, shape or relation) scores 0; all facts and close wording score 1;
+    a correct but incomplete answer scores 0.5 when its wording overlaps enough."""
     candidate, reference = request.hints.get("candidate", ""), request.hints.get("reference", "")
+    wrong, missing = _facts(candidate) - _facts(reference), _facts(reference) - _facts(candidate)
     overlap = _token_f1(candidate, reference)
-    score = 1.0 if overlap >= 0.6 else 0.5 if overlap >= 0.35 else 0.0
-    return json.dumps({"score": score, "verdict": "correct" if score >= 0.5 else "incorrect",
-                       "reason": f"token overlap {overlap:.2f} with the reference"})
+    if wrong:
+        score, reason = 0.0, f"states {sorted(wrong)}, which the reference does not"
+    elif not missing and overlap >= 0.6:
+        score, reason = 1.0, f"all facts, token overlap {overlap:.2f}"
+    else:
+        score = 0.5 if overlap >= 0.35 else 0.0
+        reason = f"misses {sorted(missing)}; token overlap {overlap:.2f}"
+    return json.dumps({"score": score, "verdict": "correct" if score >= 0.5 else "incorrect", "reason": reason})
+
+
+_FACT_WORDS = set(COLOURS) | set(KINDS) | {"left", "right", "above", "below", "more", "fewer", "larger", "smaller"}
+
+
+def _facts(text: str) -> Counter:
+    """Numbers, quoted labels, colours, shapes and relations, counted: what a descriptive answer must
+    get right ("5 and 5" against "4 and 5" states a 5 too many)."""
+    words = [w for w in re.findall(r"[a-z]+", text.lower()) if w in _FACT_WORDS]
+    return Counter(re.findall(r"-?\d+(?:\.\d+)?", text) + [q.lower() for q in re.findall(r"'([^']+)'", text)] + words)
 
 
 _HANDLERS = {

@@ -34,19 +34,24 @@ def group_statistics(questions: pa.Table, rollouts: pa.Table, ctx: StageContext,
         policies = sorted(p for q, p in groups if q == question_id)
         if not policies:
             rejects.append(ctx.reject(question_id, f"{ctx.stage}.too_few_rollouts", "no rollouts for this question"))
+        scored, too_small = [], []
         for policy_id in policies:
             group = groups[(question_id, policy_id)]
             with_image = group["image"]
             if len(with_image) < min_rollouts:
-                rejects.append(ctx.reject(question_id, f"{ctx.stage}.too_few_rollouts",
-                                          f"{len(with_image)} rollouts with the image for {policy_id}; need {min_rollouts}"))
+                too_small.append((policy_id, f"{len(with_image)} rollouts with the image for {policy_id}; need {min_rollouts}"))
                 continue
             rate = pass_rate([r["correct"] for r in with_image])
             text_rate = pass_rate([r["correct"] for r in group["text"]]) if group["text"] else None
-            rows.append({"difficulty_id": make_id("difficulty", question_id, policy_id, "group_stats"), "question_id": question_id,
-                         "policy_id": policy_id, "method": "group_stats", "n_rollouts": len(with_image), "pass_rate": rate,
-                         "reward_std": reward_std([r["reward"] for r in with_image]), "learnability": learnability(rate),
-                         "pass_rate_text_only": text_rate, "cde_gap": None if text_rate is None else rate - text_rate})
+            scored.append({"difficulty_id": make_id("difficulty", question_id, policy_id, "group_stats"), "question_id": question_id,
+                           "policy_id": policy_id, "method": "group_stats", "n_rollouts": len(with_image), "pass_rate": rate,
+                           "reward_std": reward_std([r["reward"] for r in with_image]), "learnability": learnability(rate),
+                           "pass_rate_text_only": text_rate, "cde_gap": None if text_rate is None else rate - text_rate})
+        for policy_id, detail in too_small:
+            # The group is what was refused; the question is rejected only if no policy scored it.
+            rejects.append(ctx.reject(make_id("group_stats", question_id, policy_id), f"{ctx.stage}.too_few_rollouts",
+                                      detail, input_id=question_id))
+        rows += scored
     return rows, rejects
 
 

@@ -53,36 +53,54 @@ def sample_and_score(policy, questions: pa.Table, assets: pa.Table, ctx: StageCo
     policy_id = policy_id_of(policy)
     asset_by_id = {a["asset_id"]: a for a in assets.to_pylist()}
     rows, rejects = [], []
+    params = [group_size, temperature, top_p, max_tokens, PROMPT_VERSION]
+    jobs = []  # (question, image part) for questions whose image exists
     for q in questions.to_pylist():
         asset = asset_by_id.get(q["asset_ids"][0])
-        image = image_part(ctx.media_path(asset["media_uri"]), asset["sha256"]) if asset else None
-        params = [group_size, temperature, top_p, max_tokens, PROMPT_VERSION]
-        requests = [Request(messages=policy_messages(q["question"], q["answer_type"], q["choices"] or (), image=image if mode else None),
-                            n=group_size, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                            seed=_seed(ctx.seed, q["question_id"], mode), prompt_version=PROMPT_VERSION, task="rollout")
-                    for mode in with_image]
-        responses = policy.generate(requests)
-        failed = [r.error for r in responses if r.error]
-        if failed or image is None:
-            rejects.append(ctx.reject(q["question_id"], "rollouts.engine_error", failed[0] if failed else "the question's image is missing"))
-            ctx.progress(1)
+        if asset is None:
+            rejects.append(ctx.reject(q["question_id"], "rollouts.engine_error", "the question's image is not in the dataset"))
+        else:
+            jobs.append((q, image_part(ctx.media_path(asset["media_uri"]), asset["sha256"])))
+    # One call for the whole shard: the engine batches across questions (much faster than per question).
+    requests = [Request(messages=policy_messages(q["question"], q["answer_type"], q["choices"] or (), image=image if mode else None),
+                        n=group_size, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                        seed=_seed(ctx.seed, q["question_id"], mode), prompt_version=PROMPT_VERSION, task="rollout")
+                for q, image in jobs for mode in with_image]
+    responses = policy.generate(requests) if requests else []
+    for index, (q, _) in enumerate(jobs):
+        mine = responses[index * len(with_image):(index + 1) * len(with_image)]
+        failed = [r.error for r in mine if r.error]
+        if failed:
+            rejects.append(ctx.reject(q["question_id"], "rollouts.engine_error", failed[0]))
             continue
-        for mode, response in zip(with_image, responses):
-            group_id = make_id("group", q["question_id"], policy_id, mode, params)
-            for index, text in enumerate(response.texts):
-                extracted = extract_answer(text)
-                judged = _judge_score(extracted, q, ctx) if q["answer_type"] == "des" else None
-                scores = score(text, q["answer"], answer_type=q["answer_type"], choices=tuple(q["choices"] or ()),
-                               weights=reward, judge_score=judged)
-                correct = _is_correct(extracted, q, judged)
-                rows.append({"rollout_id": make_id("rollout", group_id, index, text), "question_id": q["question_id"],
-                             "policy_id": policy_id, "group_id": group_id, "sample_index": index, "with_image": mode,
-                             "response": text, "extracted": extracted, "correct": correct,
-                             "format_ok": has_think_answer_format(text), "reward": float(scores["overall"]),
-                             "model": str(policy.model), "model_revision": policy.revision, "prompt_version": PROMPT_VERSION,
-                             "call_id": response.call_id})
-        ctx.progress(1)
+        scored = [_score_group(q, response, mode, policy, policy_id, make_id("group", q["question_id"], policy_id, mode, params),
+                               reward, ctx) for mode, response in zip(with_image, mine)]
+        if any(group is None for group in scored):
+            rejects.append(ctx.reject(q["question_id"], "rollouts.judge_failed", "the judge could not grade a descriptive answer"))
+        else:
+            rows += [row for group in scored for row in group]
+    ctx.progress(questions.num_rows)
     return rows, rejects
+
+
+def _score_group(q: dict, response, with_image: bool, policy, policy_id: str, group_id: str, reward: str,
+                 ctx: StageContext) -> list[dict] | None:
+    """Rollout rows of one group, each extracted, checked and rewarded; None if the judge failed."""
+    rows = []
+    for index, text in enumerate(response.texts):
+        extracted = extract_answer(text)
+        judged = _judge_score(extracted, q, ctx) if q["answer_type"] == "des" else None
+        if q["answer_type"] == "des" and judged is None:
+            return None
+        scores = score(text, q["answer"], answer_type=q["answer_type"], choices=tuple(q["choices"] or ()),
+                       weights=reward, judge_score=judged)
+        rows.append({"rollout_id": make_id("rollout", group_id, index, text), "question_id": q["question_id"],
+                     "policy_id": policy_id, "group_id": group_id, "sample_index": index, "with_image": with_image,
+                     "response": text, "extracted": extracted, "correct": _is_correct(extracted, q, judged),
+                     "format_ok": has_think_answer_format(text), "reward": float(scores["overall"]),
+                     "model": str(policy.model), "model_revision": policy.revision, "prompt_version": PROMPT_VERSION,
+                     "call_id": response.call_id})
+    return rows
 
 
 def _is_correct(extracted: str | None, question: dict, judged: float | None) -> bool:
@@ -94,11 +112,11 @@ def _is_correct(extracted: str | None, question: dict, judged: float | None) -> 
     return bool(check and check.passed)
 
 
-def _judge_score(extracted: str | None, question: dict, ctx: StageContext) -> float:
-    """Descriptive answers: the judge's tiered score (degenerate answers score 0 without a call)."""
+def _judge_score(extracted: str | None, question: dict, ctx: StageContext) -> float | None:
+    """Descriptive answers: the judge's tiered score (degenerate answers score 0 without a call); None if it failed."""
     from pipelines.stages.verify import judge_score
 
-    return judge_score(ctx.engine("judge"), question["question"], question["answer"], extracted, scene=None)
+    return judge_score(ctx.engine("judge"), question["question"], question["answer"], extracted, scene=None).score
 
 
 def _seed(seed: int, question_id: str, with_image: bool) -> int:

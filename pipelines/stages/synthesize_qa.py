@@ -49,11 +49,15 @@ def parse_candidates(text: str) -> list[Candidate]:
     data = parse_json_object(text)
     if not isinstance(data.get("questions"), list) or not data["questions"]:
         raise ValueError('expected {"questions": [ ... ]} with at least one question')
-    try:
-        return [Candidate.model_validate(q) for q in data["questions"]]
-    except ValidationError as error:
-        first = error.errors()[0]
-        raise ValueError(f"question {first['loc'][0] if first['loc'] else '?'}: field {first['loc'][-1]!r}: {first['msg']}") from None
+    candidates = []
+    for index, question in enumerate(data["questions"]):
+        try:
+            candidates.append(Candidate.model_validate(question))
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = f"field {first['loc'][-1]!r}" if first["loc"] else "not an object"
+            raise ValueError(f"question {index}: {where}: {first['msg']}") from None
+    return candidates
 
 
 def parse_check(text: str) -> dict:
@@ -190,6 +194,9 @@ def _agreement(candidate: Candidate, by_text: Answer, by_image: Answer, judge, a
         return "no_independent_answer", f"from caption: {by_text.error or 'ok'}; from image: {by_image.error or 'ok'}"
     right_text = _matches(by_text.value, candidate, judge, asset)
     right_image = _matches(by_image.value, candidate, judge, asset)
+    for verdict in (right_text, right_image):
+        if isinstance(verdict, str):
+            return "judge_failed", verdict
     if right_text and right_image:
         return None
     if not right_text and not right_image:
@@ -198,13 +205,15 @@ def _agreement(candidate: Candidate, by_text: Answer, by_image: Answer, judge, a
                                 f"from image {by_image.value!r} ({'agrees' if right_image else 'differs'})")
 
 
-def _matches(predicted: str, candidate: Candidate, judge, asset) -> bool:
+def _matches(predicted: str, candidate: Candidate, judge, asset) -> bool | str:
+    """Whether an answer reaches the reference; a string says why the judge could not tell."""
     check = check_answer(predicted, candidate.answer, candidate.answer_type, choices=tuple(candidate.choices))
     if check is not None:
         return check.passed
     from pipelines.stages.verify import judge_score  # descriptive answers: a model judges
 
-    return judge_score(judge, candidate.question, candidate.answer, predicted, scene=asset["scene"]) >= 0.5
+    judged = judge_score(judge, candidate.question, candidate.answer, predicted, scene=asset["scene"])
+    return judged.error if judged.score is None else judged.score >= 0.5
 
 
 def _write_prompt(caption: str, n: int, answer_types, abilities, min_abilities) -> str:

@@ -4,10 +4,13 @@ Per question, the final answer of its CoT (`cot_kind`, default the refined one) 
 the reference: mc by normalised letter, num by numeric tolerance (math-verify as fallback), fib by
 normalised text, then number, then math-verify. Descriptive answers (reward route "model") go to the
 `judge` role, after a guard that scores degenerate answers (empty, ":", the question echoed) 0
-without asking. Every question gets a verdict row; a failed one is also a reject
-(`verify.wrong_answer`), and a question without such a CoT is rejected as `verify.no_cot`.
+without asking. Every checked question gets a verdict row; a failed one is also a reject
+(`verify.wrong_answer`); a question without such a CoT is rejected as `verify.no_cot`, and one the
+judge could not grade (an engine error, an unusable verdict) as `verify.judge_failed`.
 """
 
+
+from dataclasses import dataclass
 
 import pyarrow as pa
 
@@ -40,8 +43,12 @@ def verify(questions: pa.Table, cots: pa.Table, ctx: StageContext, *, cot_kind: 
         model_lineage = {}
         if check is None:  # descriptive: the judge decides
             judge = judge or ctx.engine("judge")
-            score = judge_score(judge, q["question"], q["answer"], cot["final_answer"], scene=None)
-            check = Check(score >= min_judge_score, score, "judge", f"judge score {score:.2f} (pass mark {min_judge_score})")
+            judged = judge_score(judge, q["question"], q["answer"], cot["final_answer"], scene=None)
+            if judged.score is None:
+                rejects.append(ctx.reject(q["question_id"], "verify.judge_failed", judged.error))
+                continue
+            check = Check(judged.score >= min_judge_score, judged.score, "judge",
+                          f"judge score {judged.score:.2f} (pass mark {min_judge_score})")
             model_lineage = {"model": judge.model, "model_revision": judge.revision, "prompt_version": PROMPT_VERSION}
         rows.append({"verdict_id": make_id("verdict", cot["cot_id"], check.verifier), "subject_id": cot["cot_id"],
                      "question_id": q["question_id"], "verifier": check.verifier, "passed": check.passed,
@@ -53,10 +60,18 @@ def verify(questions: pa.Table, cots: pa.Table, ctx: StageContext, *, cot_kind: 
     return StageResult(ctx.rows("verdicts", rows), ctx.rejects(rejects))
 
 
-def judge_score(judge, question: str, reference: str, candidate: str | None, *, scene: str | None) -> float:
-    """Tiered score in [0, 1] from the judge model; degenerate answers score 0 without a call."""
+@dataclass(frozen=True)
+class Judged:
+    """A judge's tiered score in [0, 1], or why there is none (the judge could not answer usably)."""
+
+    score: float | None
+    error: str | None = None
+
+
+def judge_score(judge, question: str, reference: str, candidate: str | None, *, scene: str | None) -> Judged:
+    """Ask the judge to grade `candidate` against `reference`; degenerate answers score 0 without a call."""
     if candidate is None or is_degenerate_answer(candidate, question):
-        return 0.0
+        return Judged(0.0)
     prompt = (f"Question: {question}\nReference answer: {reference}\nCandidate answer: {candidate}\n\n"
               "Grade the candidate against the reference: 1 if it says the same thing, 0.5 if it is partly right, 0 otherwise. "
               'Reply with JSON only: {"score": 0 or 0.5 or 1, "reason": "..."}')
@@ -70,6 +85,4 @@ def judge_score(judge, question: str, reference: str, candidate: str | None, *, 
         return float(score)
 
     (answer,) = ask(judge, [request], parse)
-    return answer.value if answer.ok else 0.0
-
-
+    return Judged(answer.value) if answer.ok else Judged(None, f"the judge gave no usable score: {answer.error}")
