@@ -5,7 +5,7 @@ engine supports it). Every response is scored: answer extracted, checked against
 (rule verifiers; the `judge` for descriptive answers), format checked, and rewarded with the
 recipe's reward preset (WeThink's 0.7·accuracy + 0.3·format by default). The text-only group is
 what RAP's causal discrepancy compares against. A question whose group could not be generated is
-rejected (`rollouts.engine_error`). Rows name the policy: difficulty is always *for a policy*.
+rejected (`rollouts.engine_error`, or `rollouts.missing_image` when its image is not in the dataset). Rows name the policy: difficulty is always *for a policy*.
 """
 
 import re
@@ -58,7 +58,7 @@ def sample_and_score(policy, questions: pa.Table, assets: pa.Table, ctx: StageCo
     for q in questions.to_pylist():
         asset = asset_by_id.get(q["asset_ids"][0])
         if asset is None:
-            rejects.append(ctx.reject(q["question_id"], "rollouts.engine_error", "the question's image is not in the dataset"))
+            rejects.append(ctx.reject(q["question_id"], "rollouts.missing_image", f"its image {q['asset_ids'][0]} is not in the dataset"))
         else:
             jobs.append((q, image_part(ctx.media_path(asset["media_uri"]), asset["sha256"])))
     # One call for the whole shard: the engine batches across questions (much faster than per question).

@@ -202,8 +202,8 @@ def test_a_question_whose_asset_is_unknown_is_rejected(small):
     ctx = context("rollouts", root, Roles(policy=policy(["<answer>12</answer>"] * 2), judge=teacher()))
     questions = questions_for(ctx, None, {"q-num"}, asset_ids=["asset-nowhere"])
     result = rollouts(questions, assets, ctx, group_size=2)
-    assert result.rejects["reason"].to_pylist() == ["rollouts.engine_error"]
-    assert result.rejects["detail"].to_pylist() == ["the question's image is missing"]
+    assert result.rejects["reason"].to_pylist() == ["rollouts.missing_image"]
+    assert result.rejects["detail"].to_pylist() == ["its image asset-nowhere is not in the dataset"]
     assert account(rollouts, questions, result).n_rejected == 1
 
 
