@@ -20,7 +20,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from schemas import RUN_TABLES, SCHEMA_VERSION, TABLES
+from schemas import SCHEMA_VERSION, TABLES
 from schemas.errors import LakeError, ReadOnlyLake, UnknownDataset, UnknownTable, UnknownVersion
 from stores.extensions import connect
 
