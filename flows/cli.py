@@ -44,7 +44,8 @@ def run(recipe: str = typer.Argument(..., help="recipe name (see `flow recipes`)
         dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="dataset name (default: the recipe's)"),
         workers: Optional[int] = typer.Option(None, help="parallel shard tasks (default: the recipe's, 2)"),
         format: Format = typer.Option(Format.table, "--format", "-f", help="table or json"),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar per stage")):
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar per stage"),
+        no_cache: bool = typer.Option(False, "--no-cache", help="call the models again instead of replaying answered calls")):
     """Run a recipe as a Prefect flow and commit its result as a new dataset version."""
     home = thinkmill_home()
     configure_prefect(home)
@@ -55,7 +56,8 @@ def run(recipe: str = typer.Argument(..., help="recipe name (see `flow recipes`)
     load_recipe(recipe, set_, dataset=dataset)  # validate before paying for Prefect's start-up
     from flows.recipe_flow import run as run_flow, summary_markdown
 
-    summary = run_flow(recipe, set_, dataset=dataset, home=home, show_progress=progress and sys.stderr.isatty(), workers=workers)
+    summary = run_flow(recipe, set_, dataset=dataset, home=home, show_progress=progress and sys.stderr.isatty(), workers=workers,
+                       no_cache=no_cache)
     if format == Format.json:
         typer.echo(json.dumps(summary, indent=2, default=str))
         return

@@ -28,6 +28,7 @@ from pipelines.stages import STAGES
 from schemas import TABLES, make_id
 from schemas.base import canonical_json, sha256_text
 from schemas.errors import ThinkmillError
+from stores.call_cache import CallCache
 from stores.lake import Lake, dataset_root
 from stores.staging import Staging
 
@@ -77,11 +78,12 @@ def read_sources(source: dict, seed: int) -> pa.Table:
 
 @flow(name="thinkmill-recipe", flow_run_name="{recipe_name}", validate_parameters=False)
 def run_recipe(recipe_name: str, overrides: list[str] | None = None, dataset: str | None = None,
-               home: str | None = None, show_progress: bool = False) -> dict:
+               home: str | None = None, show_progress: bool = False, no_cache: bool = False) -> dict:
     """Run `recipe_name` (with `--set` overrides) on a dataset; return the run summary.
 
     The summary has the new `version` (None when the run changed nothing), rows added/removed per
     table, and per step: items in, kept, rejected by reason, shards run and shards cached.
+    Model calls go through the dataset's call cache (`calls.sqlite`) unless `no_cache`.
     """
     from flows.environment import thinkmill_home
 
@@ -93,7 +95,8 @@ def run_recipe(recipe_name: str, overrides: list[str] | None = None, dataset: st
     try:
         start_version = lake.current_version()
         tables = RunTables(lambda name: lake.table(name))
-        registry = EngineRegistry(recipe.models, home_path)
+        # Every model call is replayed from the dataset's call cache when it was answered before.
+        registry = EngineRegistry(recipe.models, home_path, cache=None if no_cache else CallCache(root / "calls.sqlite"))
         staging = Staging(root)
         tables.put("source_items", read_sources(recipe.source, recipe.seed))
         steps = []
@@ -107,7 +110,8 @@ def run_recipe(recipe_name: str, overrides: list[str] | None = None, dataset: st
         lake.close()
     summary = {"dataset": recipe.dataset, "root": str(root), "recipe": recipe.name, "run_id": run_id,
                "config_hash": recipe.config_hash, "version": commit.version, "previous_version": start_version,
-               "added": commit.added, "removed": commit.removed, "steps": [s["summary"] for s in steps]}
+               "added": commit.added, "removed": commit.removed, "steps": [s["summary"] for s in steps],
+               "model_calls": registry.cache_counts()}
     create_markdown_artifact(key=f"run-{_slug(recipe.dataset)}", markdown=summary_markdown(summary),
                              description=f"{recipe.name} on {recipe.dataset}")
     return summary
@@ -233,11 +237,11 @@ class _progress:
 
 
 def run(recipe_name: str, overrides: list[str] | None = None, *, dataset: str | None = None, home: Path | None = None,
-        show_progress: bool = False, workers: int | None = None) -> dict:
+        show_progress: bool = False, workers: int | None = None, no_cache: bool = False) -> dict:
     """Run a recipe in-process (ephemeral Prefect unless PREFECT_API_URL is set). Returns the summary."""
     recipe = load_recipe(recipe_name, overrides or [], dataset=dataset)  # fail fast, before Prefect starts
     runner = ThreadPoolTaskRunner(max_workers=workers or recipe.workers)
     return run_recipe.with_options(task_runner=runner)(recipe_name, list(overrides or []), dataset,
-                                                       str(home) if home else None, show_progress)
+                                                       str(home) if home else None, show_progress, no_cache)
 
 

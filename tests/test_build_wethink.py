@@ -134,3 +134,23 @@ def test_only_transient_engine_errors_are_retried():
     assert not _is_transient(None, None, failed(AccountingError("s", 1, 0, 0, ["x"])))
     assert not _is_transient(None, None, failed(RecipeError("r", ["bad"])))
     assert not _is_transient(None, None, Completed())
+
+
+def test_a_rerun_without_its_staged_shards_replays_every_model_call(tmp_path):
+    """Stage work is redone (the shard files are gone) but no model is asked again: the call cache answers."""
+    import shutil
+
+    from flows.recipe_flow import run
+    from stores.lake import dataset_root
+
+    small = ["source.synthetic.scenes=4", "rollouts.group_size=4", "rescore.group_size=4", "grpo.max_steps=2"]
+    first = run("build-wethink", small, dataset="replay", home=tmp_path)
+    assert first["model_calls"]["misses"] > 0
+    shutil.rmtree(dataset_root(tmp_path, "replay") / "staging")
+    again = run("build-wethink", small, dataset="replay", home=tmp_path)
+    assert again["model_calls"]["misses"] == 0 and again["model_calls"]["hits"] > 0
+    # The replayed answers rebuild exactly the same rows. (GRPO itself trains again: training is not
+    # a model call, and a CPU run is not bit-for-bit repeatable, so the policy and its rescore differ.)
+    for table in ("assets", "captions", "questions", "cots", "verdicts", "mixtures"):
+        assert again["added"].get(table, 0) == 0 and again["removed"].get(table, 0) == 0, table
+    assert all(step["n_shards_cached"] == 0 for step in again["steps"])

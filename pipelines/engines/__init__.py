@@ -3,17 +3,23 @@
 A recipe names roles (`captioner`, `reasoner`, `judge`, `policy`) and binds each to a model profile
 (`configs/models/<name>.yaml`: engine kind, model, sampling defaults). Stages ask `ctx.engine(role)`.
 Loaded engines are kept per process (a model loads once, not once per shard), keyed by profile.
+Given a `CallCache`, the registry hands out every engine wrapped in a `CachedEngine`, so each call
+is answered from the dataset's call cache when it can be and stored there when it cannot.
 """
 
 import json
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipelines.engines.base import Engine, Request, Response
 from schemas.base import sha256_text
 from schemas.errors import UnknownEngine
 
-ENGINE_KINDS = ("scripted", "hf")
+if TYPE_CHECKING:
+    from stores.call_cache import CallCache
+
+ENGINE_KINDS = ("scripted", "hf", "openai")
 
 _loaded: dict[str, Engine] = {}
 _loading = threading.Lock()
@@ -30,6 +36,10 @@ def build_engine(profile: dict, *, home: Path) -> Engine:
         from pipelines.engines.hf import HFEngine
 
         return HFEngine(resolve_model(profile["model"], home), **profile.get("options", {}))
+    if kind == "openai":
+        from pipelines.engines.openai_compatible import engine_from_profile
+
+        return engine_from_profile(profile)
     raise UnknownEngine(str(kind), list(ENGINE_KINDS))
 
 
@@ -45,8 +55,10 @@ def resolve_model(model: str, home: Path) -> str:
 class EngineRegistry:
     """Roles → engines for one run. Stages see it as `ctx.engines`."""
 
-    def __init__(self, profiles: dict[str, dict], home: Path):
-        self.profiles, self.home = profiles, Path(home)
+    def __init__(self, profiles: dict[str, dict], home: Path, cache: "CallCache | None" = None):
+        """`cache`: the dataset's call cache, for every engine to go through; None calls models directly."""
+        self.profiles, self.home, self.cache = profiles, Path(home), cache
+        self._wrapped: dict[str, Engine] = {}  # profile key -> CachedEngine, so its counters span the run
 
     def engine(self, role: str) -> Engine:
         if role not in self.profiles:
@@ -65,12 +77,26 @@ class EngineRegistry:
         engine = self.engine(role)
         return sha256_text(json.dumps([engine.name, engine.model, engine.revision, self.profiles[role]], sort_keys=True, default=str))
 
+    def cache_counts(self) -> dict[str, int]:
+        """Requests answered from the call cache (`hits`) and calls made to models (`misses`) so far."""
+        engines = list(self._wrapped.values())
+        return {"hits": sum(e.hits for e in engines), "misses": sum(e.misses for e in engines)}
+
     def _cached(self, profile: dict) -> Engine:
         key = json.dumps(profile, sort_keys=True, default=str)
         with _loading:
             if key not in _loaded:
                 _loaded[key] = build_engine(profile, home=self.home)
-            return _loaded[key]
+            if self.cache is None:
+                return _loaded[key]
+            if key not in self._wrapped:
+                from stores.call_cache import CachedEngine
+
+                self._wrapped[key] = CachedEngine(_loaded[key], self.cache)
+            return self._wrapped[key]
+
+    def __getstate__(self) -> dict:  # loaded models stay in their process; a worker loads its own
+        return {"profiles": self.profiles, "home": self.home, "cache": self.cache, "_wrapped": {}}
 
 
 __all__ = ["Engine", "EngineRegistry", "Request", "Response", "build_engine"]

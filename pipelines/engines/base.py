@@ -45,6 +45,10 @@ class Response:
     error: str | None = None      # why the call failed, for the reject's detail
     usage: dict = field(default_factory=dict)  # prompt_tokens, completion_tokens
     latency_s: float = 0.0
+    # With `error`: the call may well succeed later (timeout, 5xx, 429, dropped connection), so the
+    # call cache records it but asks again on the next run. False: the same call fails the same way
+    # (a 400, a content filter, a task the engine cannot do), so the cache replays the error.
+    transient: bool = False
 
     @property
     def text(self) -> str:
