@@ -125,7 +125,7 @@ def _run_step(step, recipe: Recipe, tables: RunTables, registry: EngineRegistry,
     subject = inputs[spec.subject]
     size = recipe.shard_size if spec.sharded else max(subject.num_rows, 1)
     shards = [subject.slice(i, size) for i in range(0, subject.num_rows, size)] or [subject]
-    engines_fp = [registry.fingerprint(role) for role in spec.engines]
+    engines_fp = [registry.fingerprint(role) if registry.has(role) else f"{role}: unbound" for role in spec.engines]
     context = {"run_id": run_id, "stage": spec.name, "stage_version": spec.version, "config_hash": recipe.config_hash,
                "root": Path(root), "seed": recipe.seed, "data_version": start_version}
     bar = bars.stage(spec.name, subject.num_rows)

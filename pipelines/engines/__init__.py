@@ -60,6 +60,10 @@ class EngineRegistry:
         self.profiles, self.home, self.cache = profiles, Path(home), cache
         self._wrapped: dict[str, Engine] = {}  # profile key -> CachedEngine, so its counters span the run
 
+    def has(self, role: str) -> bool:
+        """Whether the recipe binds `role` (optional roles, such as `tiebreaker`, may be left out)."""
+        return role in self.profiles
+
     def engine(self, role: str) -> Engine:
         if role not in self.profiles:
             raise UnknownEngine(role, sorted(self.profiles))

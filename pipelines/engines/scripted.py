@@ -160,12 +160,39 @@ def _facts(text: str) -> Counter:
     return Counter(re.findall(r"-?\d+(?:\.\d+)?", text) + [q.lower() for q in re.findall(r"'([^']+)'", text)] + words)
 
 
+def _detail_request(engine, scene, request, rng):
+    """What a reader of the description would still want to check: a few of the scene's questions.
+    A description that already carries a second look is taken as complete (mining stops)."""
+    if "More details" in text_of(request.messages):
+        return json.dumps({"missing": []})
+    items = [i for i in knowledge.qa_items(scene) if i.answer_type in ("num", "fib")]
+    rng.shuffle(items)
+    payload = {"missing": [i.question for i in items[: request.hints.get("max_queries", 2)]]}
+    return _malformed(payload, rng) if engine._noisy("malformed", rng) else json.dumps(payload)
+
+
+def _detail_answer(engine, scene, request, rng):
+    item = knowledge.find_item(scene, request.hints.get("question", ""))
+    return f"{item.answer}." if item else "I cannot tell that from the image."
+
+
+def _write_unlabelled(engine, scene, request, rng):
+    """MM-UPT: questions written from the image itself, without answers."""
+    items = [i for i in knowledge.qa_items(scene)]
+    rng.shuffle(items)
+    payload = {"questions": [{k: v for k, v in _item_json(i).items() if k != "answer"} for i in items[: request.hints.get("n_questions", 3)]]}
+    return _malformed(payload, rng) if engine._noisy("malformed", rng) else json.dumps(payload)
+
+
 _HANDLERS = {
     "caption.coarse": _caption_coarse,
     "caption.fine": _caption_fine,
     "synthesize_qa.write": _write_questions,
     "synthesize_qa.check": _check_question,
     "synthesize_qa.answer": _answer,
+    "synthesize_qa.detail_request": _detail_request,
+    "synthesize_qa.detail_answer": _detail_answer,
+    "synthesize_qa.mmupt_write": _write_unlabelled,
     "distill_cot.raw": _raw_cot,
     "distill_cot.refine": _refine_cot,
     "judge": _judge,
@@ -187,8 +214,9 @@ def _malformed(payload: dict, rng: random.Random) -> str:
         return "I think the image shows some shapes, and the question is about them."
     broken = json.loads(text)
     for question in broken.get("questions", []):
-        question.pop("answer", None)
+        question.pop("answer" if "answer" in question else "question", None)
     broken.pop("verifiable", None)
+    broken.pop("missing", None)
     return json.dumps(broken)
 
 

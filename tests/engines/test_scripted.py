@@ -7,14 +7,15 @@ from pipelines.engines import EngineRegistry
 from pipelines.engines.base import Request, user
 from pipelines.engines.scripted import DEFAULT_NOISE, ScriptedEngine
 from pipelines.stages.distill_cot import parse_raw, parse_refined
-from pipelines.stages.synthesize_qa import parse_candidates, parse_check
+from pipelines.wethink import parse_candidates, parse_check
 from pipelines.structured import ask
 from pipelines.world import caption_coarse, caption_fine, invalid_items, make_scene, qa_items, scene_to_json
 from tests.stages.fixtures import teacher
 
 SCENES = {family: make_scene(family, 3, size=96) for family in ("counting", "relations", "arithmetic", "bar_chart")}
 TASKS = ["caption.coarse", "caption.fine", "distill_cot.raw", "distill_cot.refine", "judge", "synthesize_qa.answer",
-         "synthesize_qa.check", "synthesize_qa.write"]
+         "synthesize_qa.check", "synthesize_qa.detail_answer", "synthesize_qa.detail_request", "synthesize_qa.mmupt_write",
+         "synthesize_qa.write"]
 
 
 def call(task: str, scene=None, *, text: str = "go", n: int = 1, **hints) -> Request:

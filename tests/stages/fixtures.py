@@ -88,10 +88,13 @@ def attempt(request: Request) -> int:
 
 
 class Roles:
-    """Engines bound to roles directly: what `ctx.engines` must offer is `.engine(role)`."""
+    """Engines bound to roles directly: what `ctx.engines` must offer is `.engine(role)` and `.has(role)`."""
 
     def __init__(self, **engines):
         self.engines = engines
+
+    def has(self, role: str) -> bool:
+        return role in self.engines
 
     def engine(self, role: str):
         if role not in self.engines:

@@ -6,7 +6,8 @@ import pytest
 
 from pipelines.engines.base import Response
 from pipelines.stage import account, kept_ids
-from pipelines.stages.synthesize_qa import PROMPT_VERSION, synthesize_qa
+from pipelines.stages.synthesize_qa import synthesize_qa
+from pipelines.wethink import PROMPT_VERSION
 from pipelines.world import invalid_items, qa_items, scene_from_json
 from schemas import make_id
 from tests.stages.fixtures import (
@@ -43,6 +44,7 @@ def captions(root, assets):
 
 
 def run(assets, captions, root, engines, **params):
+    params.setdefault("detail_rounds", 0)  # these tests are about writing and filtering; detail mining has its own
     result = synthesize_qa(assets, captions, context("synthesize_qa", root, engines), **params)
     return result, account(synthesize_qa, assets, result)
 
@@ -234,7 +236,7 @@ def test_an_asset_without_a_fine_caption_is_rejected_and_the_others_go_on(assets
     without = captions.filter([not (a == first and s == "fine") for a, s in
                                zip(captions["asset_id"].to_pylist(), captions["style"].to_pylist())])
     result, counts = run(assets, without, root, teachers(root))
-    assert rejects_of(result) == {first: ("synthesize_qa.no_caption", first)}
+    assert rejects_of(result)[first] == ("synthesize_qa.no_caption", first)
     assert counts.n_out == 3 and counts.by_reason == {"synthesize_qa.no_caption": 1}
 
 
@@ -314,3 +316,76 @@ def test_des_answers_go_to_the_judge_for_agreement(assets, captions, root):
                         and len(i.abilities) >= 2)
     assert judge.tasks().count("judge") == 2 * n_des  # one grading per answerer
     assert judge.tasks().count("synthesize_qa.check") == n_des
+
+
+# ---- detail mining, tie-break, MM-UPT -------------------------------------------------------------
+
+def test_detail_mining_adds_the_vlms_answers_to_what_the_writer_reads(assets, captions, root):
+    reasoner, vlm = Counting(teacher()), Counting(teacher())
+    run(assets, captions, root, Roles(reasoner=reasoner, captioner=vlm, judge=teacher()), detail_rounds=2)
+    asked = [r for r in reasoner.requests if r.task == "synthesize_qa.detail_request"]
+    # round 1 for every image; round 2 asks again and is told nothing is missing, so mining stops
+    assert len(asked) == 2 * assets.num_rows
+    answered = [r for r in vlm.requests if r.task == "synthesize_qa.detail_answer"]
+    assert answered and all(r.messages[0]["content"][0]["type"] == "image" for r in answered)
+    writes = [r for r in reasoner.requests if r.task == "synthesize_qa.write"]
+    for write in writes:
+        scene = scene_from_json(write.hints["scene"])
+        prompt = write.messages[0]["content"][0]["text"]
+        assert "More details, from a second look at the image:" in prompt
+        truth = {i.question: i.answer for i in qa_items(scene)}
+        section = prompt.split("More details, from a second look at the image:\n", 1)[1].split("\n\n", 1)[0]
+        mined = section.splitlines()
+        assert mined and all(any(line == f"- {q} {a}." for q, a in truth.items()) for line in mined)
+
+
+def test_no_detail_rounds_means_no_detail_calls(assets, captions, root):
+    reasoner = Counting(teacher())
+    run(assets, captions, root, Roles(reasoner=reasoner, captioner=teacher(), judge=teacher()), detail_rounds=0)
+    assert "synthesize_qa.detail_request" not in reasoner.tasks()
+
+
+def test_a_third_model_settles_a_split_and_without_one_the_question_is_dropped(assets, captions, root):
+    wrong_reasoner = teachers(root, reasoner=scripted("wrong-reasoner", wrong_answer=1))
+    dropped, counts = run(assets, captions, root, wrong_reasoner, questions_per_image=ALL, min_abilities=1, answer_types=["num"])
+    reasons = {r["reason"] for r in dropped.rejects.to_pylist()}
+    assert dropped.out.num_rows == 0 and "synthesize_qa.answers_disagree" in reasons
+    settled, _ = run(assets, captions, root, teachers(root, reasoner=scripted("wrong-reasoner", wrong_answer=1),
+                                                      tiebreaker=scripted("third")),
+                     questions_per_image=ALL, min_abilities=1, answer_types=["num"])
+    n_split = sum(r["reason"] == "synthesize_qa.answers_disagree" for r in dropped.rejects.to_pylist())
+    assert settled.out.num_rows == n_split > 0  # every split question is kept once the third model agrees
+    for row in settled.out.to_pylist():
+        scene = scene_for(assets, row["asset_ids"][0])
+        assert row["answer"] == {i.question: i.answer for i in qa_items(scene)}[row["question"]]
+    unsettled, _ = run(assets, captions, root, teachers(root, reasoner=scripted("wrong-reasoner", wrong_answer=1),
+                                                        tiebreaker=scripted("wrong-third", wrong_answer=1)),
+                       questions_per_image=ALL, min_abilities=1, answer_types=["num"])
+    assert unsettled.out.num_rows == 0
+    assert all("tie-break by" in r["detail"] for r in unsettled.rejects.to_pylist() if r["reason"] == "synthesize_qa.answers_disagree")
+
+
+@pytest.mark.parametrize("method", ["mmupt_direct", "mmupt_in_context"])
+def test_mmupt_questions_are_labelled_by_majority_vote(assets, captions, root, method):
+    vlm = Counting(teacher())
+    result, counts = run(assets, captions, root, Roles(captioner=vlm), method=method, mmupt_votes=5)
+    assert counts.n_in == counts.n_out == assets.num_rows
+    written = [r for r in vlm.requests if r.task == "synthesize_qa.mmupt_write"]
+    assert all(("example" in r.messages[0]["content"][1]["text"]) == (method == "mmupt_in_context") for r in written)
+    assert all(r.n == 5 for r in vlm.requests if r.task == "synthesize_qa.answer")
+    for row in result.out.to_pylist():  # a noiseless VLM's majority is the true answer
+        scene = scene_for(assets, row["asset_ids"][0])
+        assert row["answer"] == {i.question: i.answer for i in qa_items(scene)}[row["question"]].rstrip(".")  # extracted
+        assert method in row["generator"] and "majority of 5" in row["generator"]
+
+
+def test_mmupt_drops_questions_without_a_clear_majority(assets, captions, root):
+    noisy = teachers(root, captioner=scripted("noisy-vlm", wrong_answer=0.6))
+    result, counts = run(assets, captions, root, noisy, method="mmupt_direct", mmupt_votes=6, mmupt_min_agreement=0.9)
+    assert {r["reason"] for r in result.rejects.to_pylist()} == {"synthesize_qa.no_majority"}
+    assert all("votes (need 90%)" in r["detail"] for r in result.rejects.to_pylist())
+    assert counts.n_in == counts.n_out + counts.n_rejected
+
+
+def scene_for(assets, asset_id: str):
+    return scene_from_json(next(a["scene"] for a in assets.to_pylist() if a["asset_id"] == asset_id))
