@@ -39,6 +39,15 @@ VIEWS = {
         LEFT JOIN cots c ON c.question_id = q.question_id AND c.kind = 'refined'
         LEFT JOIN verdicts v ON v.subject_id = c.cot_id
     """,
+    # Cold-start SFT data: every chain of thought whose final answer a verifier passed.
+    "sft_examples": """
+        SELECT q.question_id, q.question, q.answer, q.answer_type, q.choices, a.media_uri,
+               c.cot_id, c.kind AS cot_kind, c.text AS cot, c.final_answer, c.n_tokens, c.reflections, v.verifier
+        FROM cots c
+        JOIN verdicts v ON v.subject_id = c.cot_id AND v.passed
+        JOIN questions q ON q.question_id = c.question_id
+        JOIN assets a ON a.asset_id = q.asset_ids[1]
+    """,
 }
 
 

@@ -184,6 +184,17 @@ def _write_unlabelled(engine, scene, request, rng):
     return _malformed(payload, rng) if engine._noisy("malformed", rng) else json.dumps(payload)
 
 
+def _pseudo_cot(engine, scene, request, rng):
+    """Vision-R1's pseudo-CoT: a caption, then reasoning that names the details the question needs."""
+    item = knowledge.find_item(scene, request.hints.get("question", ""))
+    steps = " ".join(item.steps) if item else "The image does not settle the question."
+    return f"{knowledge.caption_coarse(scene)} Reasoning: {steps}"
+
+
+def _bridge_description(engine, scene, request, rng):
+    return knowledge.caption_fine(scene)
+
+
 _HANDLERS = {
     "caption.coarse": _caption_coarse,
     "caption.fine": _caption_fine,
@@ -194,6 +205,9 @@ _HANDLERS = {
     "synthesize_qa.detail_answer": _detail_answer,
     "synthesize_qa.mmupt_write": _write_unlabelled,
     "distill_cot.raw": _raw_cot,
+    "bridge_cot.pseudo": _pseudo_cot,
+    "bridge_cot.describe": _bridge_description,
+    "bridge_cot.reason": _raw_cot,
     "distill_cot.refine": _refine_cot,
     "judge": _judge,
 }

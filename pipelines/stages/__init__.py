@@ -1,6 +1,7 @@
 """The stages, by name. One module each; the recipe key, the Prefect task name and the `stage` column agree."""
 
 from pipelines.stage import StageSpec
+from pipelines.stages.bridge_cot import bridge_cot
 from pipelines.stages.caption import caption
 from pipelines.stages.dedup import dedup
 from pipelines.stages.difficulty import difficulty
@@ -15,5 +16,5 @@ from pipelines.stages.synthesize_qa import synthesize_qa
 from pipelines.stages.verify import verify
 
 STAGES: dict[str, StageSpec] = {
-    s.name: s for s in (ingest, dedup, caption, synthesize_qa, distill_cot, verify, rollouts, difficulty, select, mixture, grpo, rescore)
+    s.name: s for s in (ingest, dedup, caption, synthesize_qa, distill_cot, bridge_cot, verify, rollouts, difficulty, select, mixture, grpo, rescore)
 }

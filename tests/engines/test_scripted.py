@@ -13,7 +13,7 @@ from pipelines.world import caption_coarse, caption_fine, invalid_items, make_sc
 from tests.stages.fixtures import teacher
 
 SCENES = {family: make_scene(family, 3, size=96) for family in ("counting", "relations", "arithmetic", "bar_chart")}
-TASKS = ["caption.coarse", "caption.fine", "distill_cot.raw", "distill_cot.refine", "judge", "synthesize_qa.answer",
+TASKS = ["bridge_cot.describe", "bridge_cot.pseudo", "bridge_cot.reason", "caption.coarse", "caption.fine", "distill_cot.raw", "distill_cot.refine", "judge", "synthesize_qa.answer",
          "synthesize_qa.check", "synthesize_qa.detail_answer", "synthesize_qa.detail_request", "synthesize_qa.mmupt_write",
          "synthesize_qa.write"]
 
