@@ -158,3 +158,18 @@ def test_a_judge_that_cannot_answer_is_not_reported_as_a_wrong_answer(tmp_path):
     result, counts = run(tmp_path, {"q-des": DES_REFERENCE}, Roles(judge=judge), ids={"q-des"})
     assert counts.by_reason != {"verify.wrong_answer": 1}
     assert "HTTP 503 from the judge" in result.rejects["detail"][0].as_py()
+
+
+@pytest.mark.parametrize("attack", ["", ":", "Thought process:", "Let me solve this step by step",
+                                    "Which shape is to the left of the blue square?"])  # the last: the question echoed
+def test_judge_attack_strings_score_zero_through_the_judge_path(attack):
+    """A gullible judge that would give anything full marks is never even asked about these."""
+    from pipelines.stages.verify import judge_score
+    from tests.stages.fixtures import FakeEngine
+
+    gullible = FakeEngine(lambda request: '{"score": 1, "reason": "looks fine"}')
+    judged = judge_score(gullible, "Which shape is to the left of the blue square?", DES_REFERENCE, attack, scene=None)
+    assert judged.score == 0.0 and judged.error is None
+    assert gullible.requests == []
+    assert judge_score(gullible, "Which shape is to the left of the blue square?", DES_REFERENCE,
+                       "The red circle.", scene=None).score == 1.0  # a real answer does reach the judge
