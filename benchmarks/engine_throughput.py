@@ -95,7 +95,7 @@ def prompts(n: int) -> list[Request]:
     return [Request([user(f"question {i}")]) for i in range(n)]
 
 
-def run_engine(url: str, n: int, concurrency: int, http_client: str = "httpx") -> tuple[float, float]:
+def run_engine(url: str, n: int, concurrency: int, http_client: str = "aiohttp") -> tuple[float, float]:
     """(wall s, client CPU s) for n requests; warm-up excluded."""
     engine = OpenAICompatibleEngine(base_url=url, max_concurrency=concurrency, timeout_s=120, http_client=http_client)
     try:
@@ -111,7 +111,7 @@ def run_engine(url: str, n: int, concurrency: int, http_client: str = "httpx") -
     return wall, cpu
 
 
-def run_bare(url: str, n: int, concurrency: int, *, parsed: bool, http_client: str = "httpx") -> tuple[float, float]:
+def run_bare(url: str, n: int, concurrency: int, *, parsed: bool, http_client: str = "aiohttp") -> tuple[float, float]:
     """The same chats with nothing but AsyncOpenAI and `concurrency` coroutines: (wall s, client CPU s).
 
     parsed: `chat.completions.create` (typed params, a parsed ChatCompletion); else the client's
@@ -214,7 +214,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--capacity", type=int, default=64)
     parser.add_argument("--latency-s", type=float, default=0.2)
-    parser.add_argument("--http-client", choices=["httpx", "aiohttp"], default="httpx", help="the engine's transport")
+    parser.add_argument("--http-client", choices=["httpx", "aiohttp"], default="aiohttp", help="the engine's transport")
     parser.add_argument("--no-distilabel", action="store_true")
     args = parser.parse_args()
     n, capacity = args.requests, args.capacity

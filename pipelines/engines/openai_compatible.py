@@ -125,7 +125,7 @@ class OpenAICompatibleEngine:
                  timeout_s: float = 120.0, max_retries: int = 4, max_rate_limit_retries: int = 20,
                  backoff_base_s: float = 0.5, backoff_max_s: float = 30.0, rpm: int | None = None,
                  tpm: int | None = None, guided_json: str = "auto", extra_body: dict | None = None,
-                 max_tokens_param: str = "max_tokens", http_client: str = "httpx", jitter=random.random):
+                 max_tokens_param: str = "max_tokens", http_client: str = "aiohttp", jitter=random.random):
         """`base_url`: one URL or a list (replicas, load-balanced), each including `/v1`.
 
         `api_key_env`: the environment variable holding the key (preferred: `api_key` itself ends up
@@ -266,9 +266,9 @@ class OpenAICompatibleEngine:
         """(the model entries it lists, or None when it lists none; a problem, or None when usable)."""
         try:
             raw = await endpoint.client.models.with_raw_response.list(timeout=min(self.timeout_s, _PROBE_TIMEOUT_S))
-        except openai.APITimeoutError:
-            return None, f"{endpoint.url}: no answer to GET /models within {min(self.timeout_s, _PROBE_TIMEOUT_S):g} s"
         except openai.APIConnectionError as exc:
+            if isinstance(exc, openai.APITimeoutError) and not _connect_failed(exc):
+                return None, f"{endpoint.url}: no answer to GET /models within {min(self.timeout_s, _PROBE_TIMEOUT_S):g} s"
             return None, f"{endpoint.url}: unreachable ({_cause(exc)})"
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
             return None, (f"{endpoint.url}: API key refused (HTTP {exc.status_code}); set `api_key_env` in the profile to "
@@ -357,10 +357,10 @@ class OpenAICompatibleEngine:
             # measured), and we want the raw bytes anyway, to report a malformed answer as it came.
             raw = await endpoint.client.post("/chat/completions", cast_to=httpx2.Response,
                                              body={**body, **self.extra_body, **guided}, options=self._options)
-        except openai.APITimeoutError:
-            endpoint.counts["timeouts"] += 1
-            return _Outcome("retry", error=f"timeout after {self.timeout_s:g} s")
         except openai.APIConnectionError as exc:
+            if isinstance(exc, openai.APITimeoutError) and not _connect_failed(exc):
+                endpoint.counts["timeouts"] += 1
+                return _Outcome("retry", error=f"timeout after {self.timeout_s:g} s")
             endpoint.counts["connection_errors"] += 1
             endpoint.failures += 1
             endpoint.down_until = asyncio.get_running_loop().time() + backoff_s(
@@ -639,6 +639,12 @@ def _set_done(waiter: asyncio.Future) -> None:
 def _excerpt(raw: bytes | str) -> str:
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     return text if len(text) <= _RAW_CHARS else text[:_RAW_CHARS] + f"... ({len(text)} chars)"
+
+
+def _connect_failed(exc: Exception) -> bool:
+    """aiohttp reports a refused connection as a connect *timeout*; it is an unreachable endpoint."""
+    cause = exc.__cause__ or exc.__context__
+    return isinstance(cause, ConnectionError) or "Cannot connect to host" in str(cause) or "Connect call failed" in str(cause)
 
 
 def _cause(exc: Exception) -> str:
