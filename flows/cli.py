@@ -148,6 +148,48 @@ def show(dataset: str = typer.Argument(..., help="dataset name"),
         render_record(record)
 
 
+cache_app = typer.Typer(no_args_is_help=True, help="The dataset's call cache: every model call, replayed on re-runs.")
+app.add_typer(cache_app, name="cache")
+
+
+def _call_cache(dataset: str):
+    from stores.call_cache import CallCache
+    from stores.lake import Lake, dataset_root
+
+    root = dataset_root(thinkmill_home(), dataset)
+    Lake.open(root, read_only=True).close()  # a clear error when the dataset does not exist
+    return CallCache(root / "calls.sqlite")
+
+
+@cache_app.command("stats")
+def cache_stats(dataset: str = typer.Argument(..., help="dataset name"), format: Format = FORMAT):
+    """Calls stored, by task and by prompt version."""
+    stats = _call_cache(dataset).stats()
+    if format == Format.json:
+        typer.echo(json.dumps(stats, indent=2))
+        return
+    _emit_rows([{"task": t, "calls": n} for t, n in stats["by_task"].items()], format, None)
+    typer.echo(f"{stats['n_calls']} calls: {stats['n_ok']} answered, {stats['n_errors']} replayed errors, "
+               f"{stats['n_transient_errors']} transient errors (asked again next run)")
+
+
+@cache_app.command("invalidate")
+def cache_invalidate(dataset: str = typer.Argument(..., help="dataset name"),
+                     prompt_version: Optional[str] = typer.Option(None, help="e.g. synthesize_qa-v2"),
+                     task: Optional[str] = typer.Option(None, help="e.g. caption.fine"),
+                     model: Optional[str] = typer.Option(None, help="a model name")):
+    """Forget stored calls (all filters must match), so the next run that needs them asks the model again.
+
+    Stage work is also cached per shard: to re-run a stage whose inputs did not change, change one of
+    its parameters or delete `<dataset>/staging/<stage>/`.
+    """
+    try:
+        deleted = _call_cache(dataset).invalidate(prompt_version=prompt_version, task=task, model=model)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    typer.echo(f"forgot {deleted} calls")
+
+
 # ---- helpers -------------------------------------------------------------------------------------
 
 class _lake:

@@ -96,3 +96,14 @@ def test_errors_name_what_exists(flow):
 def test_recipes_lists_build_wethink(flow):
     rows = json.loads(flow("recipes", "-f", "json").output)
     assert "build-wethink" in [r["recipe"] for r in rows]
+
+
+def test_cache_stats_and_invalidate_by_prompt_version(flow):
+    stats = json.loads(flow("cache", "stats", "wethink", "-f", "json").output)
+    assert stats["n_calls"] > 0 and "caption.fine" in stats["by_task"]
+    (version,) = [v for v in stats["by_prompt_version"] if v.startswith("caption")]
+    result = flow("cache", "invalidate", "wethink", "--prompt-version", version)
+    assert result.exit_code == 0 and f"forgot {stats['by_prompt_version'][version]} calls" in result.output
+    after = json.loads(flow("cache", "stats", "wethink", "-f", "json").output)
+    assert version not in after["by_prompt_version"] and after["n_calls"] == stats["n_calls"] - stats["by_prompt_version"][version]
+    assert flow("cache", "invalidate", "wethink").exit_code != 0  # no filter: refused
