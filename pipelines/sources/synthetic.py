@@ -30,7 +30,7 @@ SPLIT_SEED_OFFSETS = {"default": 0, "train": 1_000_000}
 COPY_KINDS = ("jpeg", "resized", "cropped")
 JPEG_QUALITY = 80
 RESIZE_FACTOR = 0.8
-CROP_FRACTION = 0.01  # off each border: "slightly"; pHash (64-bit) tolerates ~1 %, not 3 % (see the dedup stage)
+CROP_FRACTION = 0.01  # off each border: "slightly" (dedup finds symmetric crops up to 5 %; see the dedup stage)
 
 
 def split_seed(split: str) -> int:

@@ -1,7 +1,8 @@
 """Ingest: source items (files or bytes) → `assets` rows, the bytes kept once in the media store.
 
 Counts per source item: each is decoded once (Pillow, EXIF orientation applied, RGB) and becomes an
-asset row (sha256, pHash, dHash, size after orientation, format) or a reject with a stable reason:
+asset row (sha256, pHash, dHash, the near-duplicate signature, size after orientation, format) or a
+reject with a stable reason:
 
     ingest.unreadable_file   the path could not be read (missing, a folder, no permission)
     ingest.empty_file        0 bytes
@@ -14,7 +15,20 @@ asset row (sha256, pHash, dHash, size after orientation, format) or a reject wit
 Exact copies are one asset: asset_id is content-addressed ("asset-" + sha256[:24] of the bytes), so
 a second item with the same bytes would be a second row for the same id. It is rejected instead, as
 `ingest.duplicate_bytes`, naming the item and asset it repeats. The `dedup` stage links exact copies
-of assets from earlier runs and near-duplicates (pHash distance).
+of assets from earlier runs and near-duplicates, from the signature computed here (`signature`):
+
+    phash             imagehash.phash, exactly (the 32x32 LANCZOS resample of the whole image)
+    phash_crops       64-bit pHashes of the central region after cutting PHASH_CROP_LEVELS (1-5 %) off
+                      each border: a cropped copy's phash lands near one of its original's crop hashes
+    phash_256         256-bit pHashes (16x16 DCT of the same 32x32 resamples) of the whole image, then
+                      of each crop: finer detail, to confirm a candidate pair (bar heights, labels)
+    colour_histogram  chroma per hue, to confirm that a candidate pair has the same colours
+
+Cost: the crops come from one small copy (a box reduction to a short side of 128-255 px; images that
+small are used as they are), each resampled with `reducing_gap=2`, about 0.07 ms a crop, where a
+32x32 resample of a 2 MP image costs 5 ms; both hashes of a resample share one DCT. Beyond the pHash
+alone, the signature costs about 1.5 ms on a 2 MP image (whose pHash takes 6 ms) and 1 ms on a
+224 px one. The dedup stage's docstring has the measurements behind these choices.
 
 Decompression bombs: our `max_pixels` check reads the size from the header, before any decoding.
 Pillow's own guard (`Image.MAX_IMAGE_PIXELS`, a process-wide setting) is left as it is: it runs
@@ -29,15 +43,19 @@ import io
 import re
 
 import imagehash
+import numpy as np
 import pyarrow as pa
+import scipy.fftpack
 from PIL import Image, UnidentifiedImageError
 
 from pipelines.stage import StageContext, StageResult, stage
+from schemas.assets import COLOUR_HUE_BINS, PHASH_CROP_LEVELS
 from stores.media import MediaStore, to_rgb
 
 SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp",
             "TIFF": ".tiff"}
 BOMB = (Image.DecompressionBombError, Image.DecompressionBombWarning)  # the warning, if filters raise it
+SMALL_SIDE = 128  # crops are resampled from a copy whose short side is 128-255 px (exact below 256)
 
 
 class Refused(Exception):
@@ -49,7 +67,7 @@ class Refused(Exception):
 
 
 @stage(reads={"source_items": ["source", "source_ref", "path", "content", "scene", "fingerprint"]},
-       writes="assets", version=1, unit="file")
+       writes="assets", version=2, unit="file")  # 2: phash_crops, phash_256, colour_histogram
 def ingest(source_items: pa.Table, ctx: StageContext, *, max_pixels: int = 40_000_000) -> StageResult:
     """`max_pixels`: larger images are refused unread, as possible decompression bombs (40 MP ≈ a 7,700² photo)."""
     store = MediaStore(ctx.root)
@@ -121,8 +139,60 @@ def describe(data: bytes, max_pixels: int) -> dict:
             raise Refused("unreadable_mode",
                           f"{fmt} decodes to mode {image.mode!r}, which cannot become RGB: {error}") from None
     gray = rgb.convert("L")  # once: phash and dhash would each convert the RGB image again
-    return {"format": fmt, "width": rgb.width, "height": rgb.height,
-            "phash": str(imagehash.phash(gray)), "dhash": str(imagehash.dhash(gray))}
+    return {"format": fmt, "width": rgb.width, "height": rgb.height, "dhash": str(imagehash.dhash(gray)),
+            **signature(rgb, gray)}
+
+
+def signature(rgb: Image.Image, gray: Image.Image) -> dict:
+    """The near-duplicate columns of an image: phash, phash_crops, phash_256, colour_histogram."""
+    whole = gray.resize((32, 32), Image.LANCZOS)  # what imagehash.phash resamples to
+    factor = min(gray.size) // SMALL_SIDE
+    small = gray.reduce(factor) if factor > 1 else gray
+    crops = [small.resize((32, 32), Image.LANCZOS, box=central_box(small.size, level), reducing_gap=2.0)
+             for level in PHASH_CROP_LEVELS]
+    (phash, phash_256), *of_crops = (dct_hashes(resampled) for resampled in (whole, *crops))
+    return {"phash": phash, "phash_crops": [crop[0] for crop in of_crops],
+            "phash_256": [phash_256] + [crop[1] for crop in of_crops], "colour_histogram": colour_histogram(rgb)}
+
+
+def central_box(size: tuple[int, int], level: float) -> tuple[float, float, float, float]:
+    """The region left after cutting `level` (a share of the side) off each border, in pixels."""
+    width, height = size
+    return (width * level, height * level, width * (1 - level), height * (1 - level))
+
+
+def dct_hashes(resampled: Image.Image) -> tuple[str, str]:
+    """pHashes of a 32x32 grey image as hex: its low 8x8 and 16x16 DCT coefficients against their median.
+
+    The 64-bit one is imagehash.phash bit for bit (the same DCT, median and bit order), so a crop hash
+    and a plain pHash can be compared; the 256-bit one also sees finer detail.
+    """
+    dct = scipy.fftpack.dct(scipy.fftpack.dct(np.asarray(resampled), axis=0), axis=1)
+    return tuple(np.packbits(low > np.median(low)).tobytes().hex() for low in (dct[:8, :8], dct[:16, :16]))
+
+
+def colour_histogram(rgb: Image.Image) -> list[float]:
+    """Chroma per hue: COLOUR_HUE_BINS bins of 360°/bins, each the summed chroma (max − min of R, G, B,
+    as a share of 255) of its pixels over the pixel count, so grey images are all zero.
+
+    Pixels are split linearly between the two nearest bin centres, so a hue on a bin edge does not
+    jump from bin to bin. Taken from a 32x32 box average (a large image is first point-sampled to
+    128x128, 0.02 ms instead of 3 ms), which also smooths JPEG's colour fringes away.
+    """
+    sample = rgb if max(rgb.size) <= 256 else rgb.resize((128, 128), Image.NEAREST)
+    pixels = np.asarray(sample.resize((32, 32), Image.BOX), np.float32).reshape(-1, 3) / 255
+    high, low = pixels.max(axis=1), pixels.min(axis=1)
+    chroma = high - low
+    red, green, blue = pixels.T
+    safe = np.where(chroma > 0, chroma, 1)
+    sector = np.where(high == red, (green - blue) / safe % 6,
+                      np.where(high == green, (blue - red) / safe + 2, (red - green) / safe + 4))
+    position = sector / 6 * COLOUR_HUE_BINS  # in bins: bin b is centred on b * 360° / bins
+    below = np.floor(position)
+    share = position - below
+    bins = np.concatenate([below.astype(int) % COLOUR_HUE_BINS, (below.astype(int) + 1) % COLOUR_HUE_BINS])
+    histogram = np.bincount(bins, np.concatenate([chroma * (1 - share), chroma * share]), COLOUR_HUE_BINS)
+    return [round(float(v), 4) for v in histogram / len(pixels)]
 
 
 def pillow_bomb_detail(error: Exception) -> str:

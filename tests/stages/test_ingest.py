@@ -1,8 +1,6 @@
 """ingest: every file becomes an asset or a reject with an exact reason; bytes land once in the media store."""
 
 import io
-import struct
-import zlib
 from pathlib import Path
 
 import imagehash
@@ -190,3 +188,77 @@ def test_media_store_put_is_content_addressed_and_idempotent(tmp_path):
     assert uri == f"media/{sha[:2]}/{sha}.bin" and store.path(uri) == tmp_path / uri
     assert store.put(b"some bytes", ".bin") == (uri, sha)
     assert store.path(uri).read_bytes() == b"some bytes"
+
+
+# ----------------------------------------------------------------------------- the near-duplicate signature
+
+
+def shapes(width: int, height: int, seed: int = 0) -> Image.Image:
+    """Soft coloured ellipses on a coloured ground: structure at every scale, like a photo's."""
+    from PIL import ImageDraw, ImageFilter
+
+    rng = np.random.default_rng(seed)
+    img = Image.new("RGB", (width, height), tuple(int(c) for c in rng.integers(0, 256, 3)))
+    draw = ImageDraw.Draw(img)
+    for _ in range(12):
+        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
+        rx, ry = int(rng.integers(width // 12, width // 4)), int(rng.integers(height // 12, height // 4))
+        draw.ellipse((x - rx, y - ry, x + rx, y + ry), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+    return img.filter(ImageFilter.GaussianBlur(max(1, width // 200)))
+
+
+def crop(img: Image.Image, share: float) -> Image.Image:
+    dx, dy = round(img.width * share), round(img.height * share)
+    return img.crop((dx, dy, img.width - dx, img.height - dy))
+
+
+def bits_apart(a: str, b: str) -> int:
+    return imagehash.hex_to_hash(a) - imagehash.hex_to_hash(b)
+
+
+def test_rows_carry_the_signature_in_its_documented_shape(ctx):
+    from schemas.assets import COLOUR_HUE_BINS, PHASH_CROP_LEVELS
+
+    row = ingest(items({"a.png": encode(shapes(300, 200), "PNG")}), ctx).out.to_pylist()[0]
+    assert [len(h) for h in row["phash_crops"]] == [16] * len(PHASH_CROP_LEVELS)
+    assert [len(h) for h in row["phash_256"]] == [64] * (1 + len(PHASH_CROP_LEVELS))  # whole image, then crops
+    assert len(row["colour_histogram"]) == COLOUR_HUE_BINS and 0 < sum(row["colour_histogram"]) <= 1
+    assert row["phash"] == str(imagehash.phash(Image.open(io.BytesIO(encode(shapes(300, 200), "PNG")))))
+
+
+@pytest.mark.parametrize("size", [(300, 200), (1600, 1000)])  # used as it is; reduced 7x before cropping
+@pytest.mark.parametrize("share", [0.01, 0.02, 0.03, 0.05])
+def test_a_cropped_copys_phash_matches_the_originals_crop_hash_at_its_level(ctx, size, share):
+    from schemas.assets import PHASH_CROP_LEVELS
+
+    img = shapes(*size, seed=3)
+    original, copy = (ingest(items({"x": encode(i, "PNG")}), ctx).out.to_pylist()[0] for i in (img, crop(img, share)))
+    at_level = bits_apart(copy["phash"], original["phash_crops"][PHASH_CROP_LEVELS.index(share)])
+    assert at_level <= 2 and at_level <= bits_apart(copy["phash"], original["phash"])
+
+
+def test_colour_histogram_puts_chroma_on_hue_and_grey_on_nothing():
+    from pipelines.stages.ingest import colour_histogram
+
+    def solid(colour):
+        return colour_histogram(Image.new("RGB", (40, 30), colour))
+
+    assert solid((255, 0, 0)) == [1.0] + [0.0] * 11  # full chroma, red bin
+    assert solid((255, 128, 0))[1] == pytest.approx(1.0, abs=0.01)  # orange: 30°
+    assert solid((0, 0, 255))[8] == 1.0  # blue: 240°
+    assert solid((255, 64, 0))[:2] == pytest.approx([0.5, 0.5], abs=0.01)  # 15°: between red and orange
+    assert solid((128, 0, 0)) == pytest.approx([0.502] + [0.0] * 11, abs=0.001)  # darker: less chroma
+    assert solid((90, 90, 90)) == [0.0] * 12 and solid((0, 0, 0)) == [0.0] * 12
+    half = Image.new("RGB", (40, 30), (255, 255, 255))
+    half.paste((0, 0, 255), (0, 0, 20, 30))
+    assert colour_histogram(half)[8] == pytest.approx(0.5, abs=0.01)  # half the pixels
+
+
+def test_the_64_bit_dct_hash_is_imagehash_phash_bit_for_bit():
+    from pipelines.stages.ingest import dct_hashes
+
+    for seed in range(5):
+        gray = shapes(97, 61, seed=seed).convert("L")
+        phash, phash_256 = dct_hashes(gray.resize((32, 32), Image.LANCZOS))
+        assert phash == str(imagehash.phash(gray))
+        assert phash_256 == str(imagehash.phash(gray.resize((32, 32), Image.LANCZOS), hash_size=16, highfreq_factor=2))
