@@ -19,7 +19,7 @@ from schemas.errors import UnknownEngine
 if TYPE_CHECKING:
     from stores.call_cache import CallCache
 
-ENGINE_KINDS = ("scripted", "hf", "openai")
+ENGINE_KINDS = ("scripted", "hf", "openai", "vllm")
 
 _loaded: dict[str, Engine] = {}
 _loading = threading.Lock()
@@ -40,6 +40,10 @@ def build_engine(profile: dict, *, home: Path) -> Engine:
         from pipelines.engines.openai_compatible import engine_from_profile
 
         return engine_from_profile(profile)
+    if kind == "vllm":
+        from pipelines.engines.vllm_inprocess import VLLMEngine
+
+        return VLLMEngine(resolve_model(profile["model"], home), **profile.get("options", {}))
     raise UnknownEngine(str(kind), list(ENGINE_KINDS))
 
 
