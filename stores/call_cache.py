@@ -206,6 +206,9 @@ class CachedEngine:
         name, model, revision = self.name, self.model, self.revision
         call_ids = [request.call_id(name, model, revision) for request in requests]
         found = self.cache.get_many(call_ids)
+        for request, call_id in zip(requests, call_ids):  # token log-probs and attentions are not stored:
+            if request.return_logprobs or request.return_attentions:  # such calls are always made afresh
+                found.pop(call_id, None)
         first_of = {}  # a call not in the file -> the first request that asks it
         for index, call_id in enumerate(call_ids):
             if call_id not in found:

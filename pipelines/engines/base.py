@@ -30,12 +30,17 @@ class Request:
     # Out-of-band facts for the scripted teacher (e.g. {"scene": <json>}): never sent to a model and
     # not part of the call id, since a real model sees only `messages`.
     hints: dict = field(default_factory=dict, compare=False, hash=False)
+    # Ask for per-token log-probabilities / last-layer attentions of each completion (the hf engine has
+    # them; RAP's attention confidence needs them). Engines that cannot provide them leave them None.
+    return_logprobs: bool = False
+    return_attentions: bool = False
 
     def call_id(self, engine: str, model: str, revision: str) -> str:
         """Content address of this call: same engine, model, prompt and sampling -> same id."""
+        extras = [name for name in ("return_logprobs", "return_attentions") if getattr(self, name)]
         return make_id("call", engine, model, revision, _strip_paths(self.messages), self.n, self.temperature,
                        self.top_p, self.max_tokens, self.seed, list(self.stop), self.response_schema,
-                       self.prompt_version)
+                       self.prompt_version, *([extras] if extras else []))  # old ids stay as they were
 
 
 @dataclass
@@ -45,6 +50,11 @@ class Response:
     error: str | None = None      # why the call failed, for the reject's detail
     usage: dict = field(default_factory=dict)  # prompt_tokens, completion_tokens
     latency_s: float = 0.0
+    # Per completion, when asked for: log-probability of each generated token, and the last layer's
+    # attention (averaged over heads) among the generated tokens: row i holds token i's weights on
+    # tokens 0..i of the completion (the prompt's share is what is missing from the row's sum).
+    token_logprobs: list[list[float]] | None = None
+    attentions: list[list[list[float]]] | None = None
     # With `error`: the call may well succeed later (timeout, 5xx, 429, dropped connection), so the
     # call cache records it but asks again on the next run. False: the same call fails the same way
     # (a 400, a content filter, a task the engine cannot do), so the cache replays the error.

@@ -103,8 +103,50 @@ class HFEngine:
                     errors[index] = f"{type(exc).__name__}: {exc}"
             prompt_tokens = {row.index: len(row.prompt_ids) for row in rows}
             texts, n_tokens, latency = self._generate_rows(rows, errors)
-            return [self._response(i, r, texts, n_tokens, prompt_tokens, latency, errors)
-                    for i, r in enumerate(requests)]
+            responses = [self._response(i, r, texts, n_tokens, prompt_tokens, latency, errors)
+                         for i, r in enumerate(requests)]
+            for request, response in zip(requests, responses):
+                if not response.error and (request.return_logprobs or request.return_attentions):
+                    self._add_details(request, response)
+            return responses
+
+    # --- log-probabilities and attentions -------------------------------------------------------------
+
+    def _add_details(self, request: Request, response: Response) -> None:
+        """Teacher-force each completion after its prompt and read token log-probs and attentions."""
+        logprobs, attentions = [], []
+        for text in response.texts:
+            token_logprobs, attention = self.inspect(request.messages, text, attentions=request.return_attentions)
+            logprobs.append(token_logprobs)
+            attentions.append(attention)
+        response.token_logprobs = logprobs if request.return_logprobs else None
+        response.attentions = attentions if request.return_attentions else None
+
+    def inspect(self, messages: list[dict], completion: str, *, attentions: bool = True):
+        """(log-prob of each completion token, last-layer head-mean attention among completion tokens)."""
+        prompt_ids, pixel_values = self._encode(messages)
+        completion_ids = torch.tensor(self._tokenizer(completion, add_special_tokens=False)["input_ids"], dtype=torch.long)
+        ids = torch.cat([prompt_ids, completion_ids]).unsqueeze(0).to(self.device)
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+        if pixel_values is not None:
+            inputs["pixel_values"] = pixel_values.to(self.device, self._dtype)
+        start, length = len(prompt_ids), len(completion_ids)
+        previous = self._model.config._attn_implementation
+        if attentions and previous != "eager":
+            self._model.set_attn_implementation("eager")  # sdpa cannot return attention weights
+        try:
+            with torch.inference_mode():
+                output = self._model(**inputs, output_attentions=attentions)
+        finally:
+            if attentions and previous != "eager":
+                self._model.set_attn_implementation(previous)
+        log_probs = torch.log_softmax(output.logits[0, start - 1:start + length - 1].float(), dim=-1)
+        token_logprobs = log_probs.gather(1, completion_ids.to(log_probs.device).unsqueeze(1)).squeeze(1).tolist()
+        attention = None
+        if attentions:
+            last = output.attentions[-1][0].float().mean(dim=0)  # heads averaged: (tokens, tokens)
+            attention = last[start:start + length, start:start + length].tolist()
+        return token_logprobs, attention
 
     # --- inputs -------------------------------------------------------------------------------------
 

@@ -174,3 +174,20 @@ def test_text_only_model_loads_and_rejects_images(tmp_path, images):
 def test_a_model_that_does_not_load_raises_engine_unavailable(tmp_path):
     with pytest.raises(EngineUnavailable, match="no-such-model"):
         HFEngine(str(tmp_path / "no-such-model"))
+
+
+def test_logprobs_and_attentions_when_asked_for(engine, images):
+    request = ask(images["noise"], temperature=1.0, seed=7, max_tokens=12)
+    plain = engine.generate([request])[0]
+    assert plain.token_logprobs is None and plain.attentions is None
+    from dataclasses import replace
+
+    detailed = engine.generate([replace(request, return_logprobs=True, return_attentions=True)])[0]
+    assert detailed.texts == plain.texts  # asking for details does not change the sample
+    (logprobs,), (attention,) = detailed.token_logprobs, detailed.attentions
+    n = len(engine._tokenizer(detailed.texts[0], add_special_tokens=False)["input_ids"])
+    assert len(logprobs) == n and all(lp <= 0 for lp in logprobs)
+    assert len(attention) == n and all(len(row) == n for row in attention)
+    for i, row in enumerate(attention):  # causal: nothing on later tokens; weights are probabilities
+        assert all(w == 0 for w in row[i + 1:]) and 0 < sum(row[: i + 1]) <= 1 + 1e-5
+    assert replace(request, return_logprobs=True).call_id("hf", "m", "r") != request.call_id("hf", "m", "r")
