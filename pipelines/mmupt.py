@@ -31,6 +31,10 @@ class Unlabelled(BaseModel):
     category: str = "general"
 
 
+class UnlabelledReply(BaseModel):
+    questions: list[Unlabelled]
+
+
 def parse_unlabelled(text: str) -> list[Unlabelled]:
     data = parse_json_object(text)
     if not isinstance(data.get("questions"), list) or not data["questions"]:
@@ -53,7 +57,8 @@ def write_unlabelled(sources, vlm, media_path, *, n: int, answer_types, in_conte
                 'Reply with JSON only: {"questions": [{"question": "...", "answer_type": "...", "choices": [], "abilities": [], "category": "..."}]}')
 
     requests = [Request(messages=[user(s.image(media_path), prompt())], max_tokens=1024, prompt_version=PROMPT_VERSION,
-                        task="synthesize_qa.mmupt_write", hints={"scene": s.asset["scene"], "n_questions": n}) for s in sources]
+                        task="synthesize_qa.mmupt_write",
+                        response_schema=UnlabelledReply.model_json_schema(), hints={"scene": s.asset["scene"], "n_questions": n}) for s in sources]
     return ask(vlm, requests, parse_unlabelled, max_retries=max_retries)
 
 

@@ -47,6 +47,27 @@ class Candidate(BaseModel):
         return str(value).strip()
 
 
+class CandidatesReply(BaseModel):
+    questions: list[Candidate]
+
+
+class CheckReply(BaseModel):
+    verifiable: bool
+    ambiguous: bool
+    reason: str = ""
+
+
+class MissingReply(BaseModel):
+    missing: list[str]
+
+
+# JSON schemas sent with the requests: engines that can guide decoding (vLLM structured outputs,
+# OpenAI response_format) make the reply parse; the parsers still check it, whatever the engine.
+CANDIDATES_SCHEMA = CandidatesReply.model_json_schema()
+CHECK_SCHEMA = CheckReply.model_json_schema()
+MISSING_SCHEMA = MissingReply.model_json_schema()
+
+
 @dataclass
 class Source:
     """One image being worked on: its asset row and the description the reasoner works from."""
@@ -122,7 +143,7 @@ def mine_details(sources: list[Source], reasoner, vlm, media_path, *, rounds: in
         if not active:
             return
         requests = [Request(messages=[user(_detail_prompt(s.description, max_queries))], max_tokens=512,
-                            prompt_version=PROMPT_VERSION, task="synthesize_qa.detail_request",
+                            prompt_version=PROMPT_VERSION, task="synthesize_qa.detail_request", response_schema=MISSING_SCHEMA,
                             hints={"scene": s.asset["scene"], "max_queries": max_queries}) for s in active]
         wanted = [(s, answer.value[:max_queries]) for s, answer in zip(active, ask(reasoner, requests, parse_missing, max_retries=max_retries))
                   if answer.ok and answer.value]
@@ -144,7 +165,7 @@ def mine_details(sources: list[Source], reasoner, vlm, media_path, *, rounds: in
 def write_candidates(sources: list[Source], reasoner, *, n: int, answer_types, abilities, min_abilities,
                      max_retries: int) -> list[Answer]:
     requests = [Request(messages=[user(_write_prompt(s.description, n, answer_types, abilities, min_abilities))], max_tokens=2048,
-                        prompt_version=PROMPT_VERSION, task="synthesize_qa.write",
+                        prompt_version=PROMPT_VERSION, task="synthesize_qa.write", response_schema=CANDIDATES_SCHEMA,
                         hints={"scene": s.asset["scene"], "n_questions": n}) for s in sources]
     return ask(reasoner, requests, parse_candidates, max_retries=max_retries)
 
@@ -170,7 +191,7 @@ def rule_problem(candidate: Candidate, answer_types, abilities, min_abilities) -
 def check_validity(items: list[tuple[Source, Candidate]], judge, *, max_retries: int) -> list[tuple[str, str, str] | None]:
     """The two-check filter per item: None when valid, else (slug, detail, raw)."""
     checks = ask(judge, [Request(messages=[user(_check_prompt(s.description, c))], max_tokens=256, prompt_version=PROMPT_VERSION,
-                                 task="synthesize_qa.check", hints={"scene": s.asset["scene"], "question": c.question})
+                                 task="synthesize_qa.check", response_schema=CHECK_SCHEMA, hints={"scene": s.asset["scene"], "question": c.question})
                          for s, c in items], parse_check, max_retries=max_retries)
     verdicts = []
     for check in checks:

@@ -22,6 +22,8 @@ from pipelines.verification import Check, check_answer, is_degenerate_answer
 from schemas import make_id
 
 PROMPT_VERSION = "verify-judge-v1"
+JUDGE_SCHEMA = {"type": "object", "properties": {"score": {"type": "number", "enum": [0, 0.5, 1]}, "reason": {"type": "string"}},
+                "required": ["score", "reason"]}  # guided decoding where the engine has it
 
 
 @stage(reads={"questions": ["question_id", "question", "answer", "answer_type", "choices", "asset_ids"],
@@ -75,7 +77,7 @@ def judge_score(judge, question: str, reference: str, candidate: str | None, *, 
     prompt = (f"Question: {question}\nReference answer: {reference}\nCandidate answer: {candidate}\n\n"
               "Grade the candidate against the reference: 1 if it says the same thing, 0.5 if it is partly right, 0 otherwise. "
               'Reply with JSON only: {"score": 0 or 0.5 or 1, "reason": "..."}')
-    request = Request(messages=[user(prompt)], max_tokens=256, prompt_version=PROMPT_VERSION, task="judge",
+    request = Request(messages=[user(prompt)], max_tokens=256, prompt_version=PROMPT_VERSION, task="judge", response_schema=JUDGE_SCHEMA,
                       hints={"scene": scene, "candidate": candidate, "reference": reference})
 
     def parse(text: str) -> float:
