@@ -29,6 +29,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -215,7 +216,7 @@ class CachedEngine:
                 first_of.setdefault(call_id, index)
         if first_of:
             asked = [requests[index] for index in first_of.values()]
-            answers = self.inner.generate(asked)
+            answers = self._ask(asked)
             if len(answers) == len(asked):
                 answers = [answer if answer.call_id == call_id else replace(answer, call_id=call_id)
                            for answer, call_id in zip(answers, first_of)]
@@ -228,6 +229,23 @@ class CachedEngine:
             self.misses += len(first_of)
             self.hits += len(requests) - len(first_of)
         return [found[call_id] for call_id in call_ids]
+
+    def _ask(self, asked: list[Request]) -> list[Response]:
+        """The inner engine's answers. An engine that can report answers as they finish (`generate_iter`)
+        gets them stored in small batches as they come, so a killed run keeps what it paid for."""
+        if not hasattr(self.inner, "generate_iter"):
+            return self.inner.generate(asked)
+        answers: list[Response | None] = [None] * len(asked)
+        pending, last = [], time.monotonic()
+        for index, answer in self.inner.generate_iter(asked):
+            call_id = asked[index].call_id(self.name, self.model, self.revision)
+            answers[index] = answer if answer.call_id == call_id else replace(answer, call_id=call_id)
+            pending.append(index)
+            if len(pending) >= 32 or time.monotonic() - last > 0.25:
+                self.cache.put_many([(asked[i], answers[i]) for i in pending], engine=self.name, model=self.model,
+                                    revision=self.revision)
+                pending, last = [], time.monotonic()
+        return answers  # the rest is stored by the caller with everything else
 
     def __repr__(self) -> str:
         return f"CachedEngine({self.inner!r}, {self.cache!r})"

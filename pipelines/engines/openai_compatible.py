@@ -60,6 +60,7 @@ import json
 import logging
 import math
 import os
+import queue
 import random
 import re
 import threading
@@ -168,6 +169,25 @@ class OpenAICompatibleEngine:
         if self._pid != os.getpid():  # a forked worker: the loop thread did not come along
             self._start()
         return self._run(self._generate(list(requests)))
+
+    def generate_iter(self, requests: list[Request]):
+        """Yield (index, response) as each request finishes, in any order: a caller that stores answers
+        as they come (the call cache) loses nothing already paid for when the process is killed."""
+        if not requests:
+            return
+        if self._pid != os.getpid():
+            self._start()
+        finished: queue.Queue = queue.Queue()
+        batch = asyncio.run_coroutine_threadsafe(self._generate(list(requests), on_done=finished.put), self._loop)
+        for _ in range(len(requests)):
+            while True:
+                try:
+                    yield finished.get(timeout=0.5)
+                    break
+                except queue.Empty:
+                    if batch.done():
+                        batch.result()  # raises what broke the batch
+                        raise RuntimeError("openai engine: the batch ended without answering every request")
 
     def stats(self) -> dict:
         """Counters since the engine started: engine-wide, plus `endpoints` keyed by base URL."""
@@ -283,13 +303,15 @@ class OpenAICompatibleEngine:
 
     # --- one batch (on the loop) ----------------------------------------------------------------------
 
-    async def _generate(self, requests: list[Request]) -> list[Response]:
+    async def _generate(self, requests: list[Request], on_done=None) -> list[Response]:
         results: list[Response | None] = [None] * len(requests)
         todo = iter(range(len(requests)))
 
         async def worker():
             for index in todo:
                 results[index] = await self._call(requests[index])
+                if on_done is not None:
+                    on_done((index, results[index]))
 
         n_workers = min(len(requests), sum(e.max_concurrency for e in self._endpoints))
         await asyncio.gather(*(worker() for _ in range(n_workers)))
