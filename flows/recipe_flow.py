@@ -20,10 +20,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.recipes import Recipe, load_recipe
-from flows.run_tables import RunTables, related, table_fingerprint, with_row_hash
+from flows.run_tables import RunTables, related, shards, table_fingerprint, with_row_hash
 from pipelines.engines import EngineRegistry
 from pipelines.sources import source_items
-from pipelines.stage import Accounting, StageContext, StageResult, account, kept_ids
+from pipelines.stage import Accounting, StageContext, StageResult, account, item_ids, kept_ids
 from pipelines.stages import STAGES
 from schemas import TABLES, make_id
 from schemas.base import canonical_json, sha256_text
@@ -123,15 +123,16 @@ def _run_step(step, recipe: Recipe, tables: RunTables, registry: EngineRegistry,
     inputs = tables.inputs(spec)
     spec.check_columns(inputs)
     subject = inputs[spec.subject]
-    size = recipe.shard_size if spec.sharded else max(subject.num_rows, 1)
-    shards = [subject.slice(i, size) for i in range(0, subject.num_rows, size)] or [subject]
+    n_items = len(item_ids(spec, subject))  # video frames ride along with their video; they are not items
+    size = recipe.shard_size if spec.sharded else max(n_items, 1)
+    subject_shards = shards(subject, size)
     engines_fp = [registry.fingerprint(role) if registry.has(role) else f"{role}: unbound" for role in spec.engines]
     context = {"run_id": run_id, "stage": spec.name, "stage_version": spec.version, "config_hash": recipe.config_hash,
                "root": Path(root), "seed": recipe.seed, "data_version": start_version}
-    bar = bars.stage(spec.name, subject.num_rows)
+    bar = bars.stage(spec.name, n_items)
     started = time.perf_counter()
     futures = []
-    for index, shard in enumerate(shards):
+    for index, shard in enumerate(subject_shards):
         shard_inputs = {name: (shard if name == spec.subject else related(table, shard)) for name, table in inputs.items()}
         key_parts = [str(root), spec.name, spec.version, step.params, engines_fp,
                      {name: table_fingerprint(name.removeprefix("lake."), t) for name, t in shard_inputs.items()}]
@@ -140,7 +141,7 @@ def _run_step(step, recipe: Recipe, tables: RunTables, registry: EngineRegistry,
         futures.append(run_shard.with_options(**options).submit(
             spec.name, index, key, shard_inputs, step.params, context, registry, bar.advance))
     total, outs, rejects, sides, kept, cached = Accounting(0, 0, 0, {}), [], [], {}, [], 0
-    for future, shard in zip(futures, shards):
+    for future, shard in zip(futures, subject_shards):
         reference = future.result()
         cached += future.state.name == "Cached"
         staged, meta = staging.read(reference)
@@ -151,14 +152,14 @@ def _run_step(step, recipe: Recipe, tables: RunTables, registry: EngineRegistry,
                 sides.setdefault(name.removeprefix("side-"), []).append(rows)
         kept += meta["kept"]
         total = total + Accounting(meta["n_in"], meta["n_out"], meta["n_rejected"], meta["by_reason"])
-        bar.shard_done(shard.num_rows, total)
+        bar.shard_done(meta["n_in"], total)
     out = pa.concat_tables(outs) if outs else TABLES[spec.writes].schema.empty_table()
     tables.apply(spec, out, pa.concat_tables(rejects), {n: pa.concat_tables(r) for n, r in sides.items()}, kept)
     wall_s = round(time.perf_counter() - started, 3)
     row = {"stage_count_id": make_id("stage_count", run_id, step.index, spec.name), "run_id": run_id,
            "step_index": step.index, "stage": spec.name, "stage_version": spec.version, "unit": spec.unit,
            "n_in": total.n_in, "n_out": total.n_out, "n_rejected": total.n_rejected,
-           "rejected_by_reason": total.to_json(), "n_shards": len(shards), "n_shards_cached": cached, "wall_s": wall_s}
+           "rejected_by_reason": total.to_json(), "n_shards": len(subject_shards), "n_shards_cached": cached, "wall_s": wall_s}
     summary = {k: row[k] for k in ("stage", "unit", "n_in", "n_out", "n_rejected", "n_shards", "n_shards_cached", "wall_s")}
     summary["rejected_by_reason"] = total.by_reason
     return {"row": row, "summary": summary}

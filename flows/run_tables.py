@@ -92,12 +92,36 @@ def first_per_id(rows: pa.Table, key: str) -> pa.Table:
 
 
 def related(table: pa.Table, shard: pa.Table) -> pa.Table:
-    """The rows of `table` that belong to the items of `shard` (by question id, else asset id)."""
+    """The rows of `table` that belong to the items of `shard` (by question id, else asset id). Asset rows
+    bring their video frames along (rows whose parent_asset_id is one of the ids): a video is shown by them."""
     for column in ("question_id", "asset_id"):
         ids = _ids(shard, column)
         if ids is not None and column in table.schema.names:
-            return table.filter(pc.is_in(table.column(column), value_set=pa.array(sorted(ids), type=pa.string())))
+            value_set = pa.array(sorted(ids), type=pa.string())
+            wanted = pc.is_in(table.column(column), value_set=value_set)
+            if column == "asset_id" and "parent_asset_id" in table.schema.names:
+                wanted = pc.or_(wanted, pc.fill_null(pc.is_in(table.column("parent_asset_id"), value_set=value_set), False))
+            return table.filter(wanted)
     return table
+
+
+def shards(subject: pa.Table, size: int) -> list[pa.Table]:
+    """The subject cut into shards of `size` items. Video frames are not items (pipelines/stage.py): each
+    rides in its video's shard, whatever its row position, and does not count towards `size`."""
+    parents = subject.column("parent_asset_id").to_pylist() if "parent_asset_id" in subject.schema.names else []
+    if not any(p is not None for p in parents):
+        return [subject.slice(i, size) for i in range(0, subject.num_rows, size)] or [subject]
+    ids = subject.column("asset_id").to_pylist()
+    items = [k for k, parent in enumerate(parents) if parent is None]
+    frames_of: dict[str, list[int]] = {}
+    for k, parent in enumerate(parents):
+        if parent is not None:
+            frames_of.setdefault(parent, []).append(k)
+    cut = []
+    for start in range(0, len(items), size):
+        rows = [k for item in items[start:start + size] for k in [item, *frames_of.get(ids[item], [])]]
+        cut.append(subject.take(pa.array(rows, type=pa.int64())))
+    return cut or [subject.slice(0, 0)]
 
 
 def _ids(shard: pa.Table, column: str) -> set[str] | None:
@@ -116,7 +140,9 @@ def with_row_hash(name: str, rows: pa.Table) -> pa.Table:
     present = [c for c in columns if c in rows.schema.names]
     values = rows.select(present).to_pylist()
     hashes = pa.array([sha256_text(canonical_json(v)) for v in values], type=pa.string())
-    return rows.set_column(rows.schema.get_field_index("row_hash"), "row_hash", hashes)
+    index = rows.schema.get_field_index("row_hash")
+    # Keep the schema's field (not null): an empty shard's table, returned above, has it, and shards concatenate.
+    return rows.set_column(index, rows.schema.field(index), hashes)
 
 
 def table_fingerprint(name: str, rows: pa.Table) -> str:

@@ -47,16 +47,16 @@ def parse_unlabelled(text: str) -> list[Unlabelled]:
 
 
 def write_unlabelled(sources, vlm, media_path, *, n: int, answer_types, in_context: bool, max_retries: int):
-    """Ask the VLM for `n` questions per image, directly or after an example."""
-    def prompt() -> str:
+    """Ask the VLM for `n` questions per image (or video), directly or after an example."""
+    def prompt(medium: str) -> str:
         example = (f"Here is an example of the kind of question wanted: {EXAMPLE['question']} (answer type {EXAMPLE['answer_type']}).\n"
                    if in_context else "")
-        return (f"{example}Write {n} new reasoning questions about this image, each with exactly one correct answer "
-                f"that can be read or worked out from the image. Answer types: {', '.join(answer_types)} "
+        return (f"{example}Write {n} new reasoning questions about this {medium}, each with exactly one correct answer "
+                f"that can be read or worked out from the {medium}. Answer types: {', '.join(answer_types)} "
                 "(mc needs 4 options in \"choices\").\n"
                 'Reply with JSON only: {"questions": [{"question": "...", "answer_type": "...", "choices": [], "abilities": [], "category": "..."}]}')
 
-    requests = [Request(messages=[user(s.image(media_path), prompt())], max_tokens=1024, prompt_version=PROMPT_VERSION,
+    requests = [Request(messages=[user(*s.shown(media_path), prompt(s.medium))], max_tokens=1024, prompt_version=PROMPT_VERSION,
                         task="synthesize_qa.mmupt_write",
                         response_schema=UnlabelledReply.model_json_schema(), hints={"scene": s.asset["scene"], "n_questions": n}) for s in sources]
     return ask(vlm, requests, parse_unlabelled, max_retries=max_retries)
@@ -64,7 +64,7 @@ def write_unlabelled(sources, vlm, media_path, *, n: int, answer_types, in_conte
 
 def majority_labels(items, vlm, media_path, *, votes: int, temperature: float, min_agreement: float):
     """Per (source, question): (label, share of votes) or (None, why not)."""
-    requests = [Request(messages=[user(s.image(media_path), question_text(q.question, q.answer_type, q.choices) +
+    requests = [Request(messages=[user(*s.shown(media_path), question_text(q.question, q.answer_type, q.choices) +
                                        "\nThink briefly inside <think></think>, then give only the final answer inside <answer></answer>.")],
                         n=votes, temperature=temperature, max_tokens=512, prompt_version=PROMPT_VERSION, task="synthesize_qa.answer",
                         hints={"scene": s.asset["scene"], "question": q.question}) for s, q in items]

@@ -14,6 +14,10 @@
   rows in `out` came from it and it was not rejected. A reject of a finer thing (a candidate
   question of an image that still got others) records `subject_id` = that thing and `input_id` =
   the item, and does not reject the item.
+- Video frames are not items. They are `assets` rows with a `parent_asset_id` (ingest writes them
+  as outputs of the video's source item); in a stage whose subject is `assets` they come in the
+  subject table next to their video, to be shown with it, and are not counted in, kept or rejected:
+  they stay live exactly as long as their video (`kept_ids`).
 - `engines` names the model roles the stage calls; their identity is part of its cache key.
 - Parameters are keyword-only arguments with defaults and type hints: the recipe YAML and
   `--set stage.param=value` are validated against them.
@@ -195,13 +199,27 @@ def account(spec: StageSpec, subject: pa.Table, result: StageResult) -> Accounti
 
 
 def kept_ids(spec: StageSpec, subject: pa.Table, result: StageResult) -> list[str]:
-    """Subject ids passed on to later stages, in input order."""
+    """Subject ids passed on to later stages, in input order: the kept items, then the frames of kept videos."""
     _, kept, _ = _classify(spec, subject, result)
-    return list(dict.fromkeys(i for i in subject.column(spec.key).to_pylist() if i in kept))
+    ids = subject.column(spec.key).to_pylist()
+    frames = [i for i, parent in zip(ids, parents(subject)) if parent is not None and parent in kept]
+    return list(dict.fromkeys([i for i in item_ids(spec, subject) if i in kept] + frames))
+
+
+def item_ids(spec: StageSpec, subject: pa.Table) -> list[str]:
+    """The subject's items in order: every row's id, except video frames (rows with a parent asset)."""
+    return [i for i, parent in zip(subject.column(spec.key).to_pylist(), parents(subject)) if parent is None]
+
+
+def parents(subject: pa.Table) -> list[str | None]:
+    """Each row's `parent_asset_id` (None for tables without one): set on video frames only."""
+    if "parent_asset_id" in subject.schema.names:
+        return subject.column("parent_asset_id").to_pylist()
+    return [None] * subject.num_rows
 
 
 def _classify(spec: StageSpec, subject: pa.Table, result: StageResult) -> tuple[set, set, set]:
-    in_set = set(subject.column(spec.key).to_pylist())
+    in_set = set(item_ids(spec, subject))
     subjects = result.rejects.column("subject_id").to_pylist()
     inputs = result.rejects.column("input_id").to_pylist()
     produced = set(result.kept) if result.kept is not None else output_input_ids(spec, result.out)

@@ -11,6 +11,12 @@ failures into rejects. Phases call models only through the engines they are give
 - The two-check invalid-question filter: verifiable? ambiguous?
 - Agreement: reasoner (from the description) and VLM (from the image) answer independently; both
   must reach the reference. When exactly one does, an optional third model breaks the tie.
+
+Videos go through the same phases: the VLM sees the video's frames in time order (`Source.shown`,
+pipelines/visuals.py), and every prompt says "video" where it says "image". The ability
+`temporal_reasoning` (schemas.questions.VIDEO_ABILITIES) is offered to the writer and accepted by the
+rule check for videos only: a question about a still image cannot need it. (So prompts about images
+are word for word what they were before videos existed, and so are their call-cache keys.)
 """
 
 from dataclasses import dataclass, field
@@ -18,11 +24,12 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ValidationError, field_validator
 
 from pipelines.answers import extract_answer, parse_json_object
-from pipelines.engines.base import Request, image_part, user
+from pipelines.engines.base import Request, user
 from pipelines.policy.prompt import question_text
 from pipelines.structured import Answer, ask
 from pipelines.verification import check_answer
-from schemas.questions import ABILITIES
+from pipelines.visuals import Visuals, medium, with_article
+from schemas.questions import ABILITIES, VIDEO_ABILITIES
 
 PROMPT_VERSION = "synthesize_qa-v2"
 ANSWER_TYPE_HELP = {"mc": "multiple choice with 4 options; the answer is the option's letter",
@@ -70,18 +77,29 @@ MISSING_SCHEMA = MissingReply.model_json_schema()
 
 @dataclass
 class Source:
-    """One image being worked on: its asset row and the description the reasoner works from."""
+    """One image or video being worked on: its asset row and the description the reasoner works from."""
 
     asset: dict
     description: str
     details: list[tuple[str, str]] = field(default_factory=list)  # (question asked, VLM's answer) from detail mining
+    visuals: Visuals | None = None  # where a video's frames are found (None: the asset is an image)
 
     @property
     def asset_id(self) -> str:
         return self.asset["asset_id"]
 
-    def image(self, media_path) -> dict:
-        return image_part(media_path(self.asset["media_uri"]), self.asset["sha256"])
+    @property
+    def medium(self) -> str:
+        return medium(self.asset)
+
+    def shown(self, media_path) -> list[dict]:
+        """Content parts showing the asset to a VLM: the image, or the video's frames in time order."""
+        return (self.visuals or Visuals([self.asset])).parts(self.asset, media_path)
+
+
+def abilities_for(medium_name: str, abilities) -> list[str]:
+    """The abilities a question about an image or a video may claim: video-only ones are dropped for images."""
+    return [a for a in abilities if medium_name == "video" or a not in VIDEO_ABILITIES]
 
 
 # ---- parsing -------------------------------------------------------------------------------------
@@ -142,13 +160,13 @@ def mine_details(sources: list[Source], reasoner, vlm, media_path, *, rounds: in
     for _ in range(rounds):
         if not active:
             return
-        requests = [Request(messages=[user(_detail_prompt(s.description, max_queries))], max_tokens=512,
+        requests = [Request(messages=[user(_detail_prompt(s.description, max_queries, s.medium))], max_tokens=512,
                             prompt_version=PROMPT_VERSION, task="synthesize_qa.detail_request", response_schema=MISSING_SCHEMA,
                             hints={"scene": s.asset["scene"], "max_queries": max_queries}) for s in active]
         wanted = [(s, answer.value[:max_queries]) for s, answer in zip(active, ask(reasoner, requests, parse_missing, max_retries=max_retries))
                   if answer.ok and answer.value]
         queries = [(s, q) for s, qs in wanted for q in qs]
-        replies = ask(vlm, [Request(messages=[user(s.image(media_path), f"{q}\nAnswer briefly and precisely.")], max_tokens=256,
+        replies = ask(vlm, [Request(messages=[user(*s.shown(media_path), f"{q}\nAnswer briefly and precisely.")], max_tokens=256,
                                     prompt_version=PROMPT_VERSION, task="synthesize_qa.detail_answer",
                                     hints={"scene": s.asset["scene"], "question": q}) for s, q in queries],
                       parse_plain, max_retries=max_retries)
@@ -158,20 +176,22 @@ def mine_details(sources: list[Source], reasoner, vlm, media_path, *, rounds: in
         for source, _ in wanted:
             new = [f"- {q} {a}" for q, a in source.details if f"- {q} " not in source.description]
             if new:
-                source.description += "\nMore details, from a second look at the image:\n" + "\n".join(new)
+                source.description += f"\nMore details, from a second look at the {source.medium}:\n" + "\n".join(new)
         active = [s for s, _ in wanted]
 
 
 def write_candidates(sources: list[Source], reasoner, *, n: int, answer_types, abilities, min_abilities,
                      max_retries: int) -> list[Answer]:
-    requests = [Request(messages=[user(_write_prompt(s.description, n, answer_types, abilities, min_abilities))], max_tokens=2048,
+    requests = [Request(messages=[user(_write_prompt(s.description, n, answer_types, abilities_for(s.medium, abilities), min_abilities,
+                                                     s.medium))], max_tokens=2048,
                         prompt_version=PROMPT_VERSION, task="synthesize_qa.write", response_schema=CANDIDATES_SCHEMA,
                         hints={"scene": s.asset["scene"], "n_questions": n}) for s in sources]
     return ask(reasoner, requests, parse_candidates, max_retries=max_retries)
 
 
 def rule_problem(candidate: Candidate, answer_types, abilities, min_abilities) -> tuple[str, str] | None:
-    """(slug, detail) when a candidate breaks a rule that needs no model; None when it passes."""
+    """(slug, detail) when a candidate breaks a rule that needs no model; None when it passes.
+    `abilities`: those allowed for its asset (`abilities_for`)."""
     if candidate.answer_type not in answer_types:
         return "type_not_requested", f"answer type {candidate.answer_type!r} is not one of {answer_types}"
     unknown = [a for a in candidate.abilities if a not in abilities]
@@ -190,7 +210,7 @@ def rule_problem(candidate: Candidate, answer_types, abilities, min_abilities) -
 
 def check_validity(items: list[tuple[Source, Candidate]], judge, *, max_retries: int) -> list[tuple[str, str, str] | None]:
     """The two-check filter per item: None when valid, else (slug, detail, raw)."""
-    checks = ask(judge, [Request(messages=[user(_check_prompt(s.description, c))], max_tokens=256, prompt_version=PROMPT_VERSION,
+    checks = ask(judge, [Request(messages=[user(_check_prompt(s.description, c, s.medium))], max_tokens=256, prompt_version=PROMPT_VERSION,
                                  task="synthesize_qa.check", response_schema=CHECK_SCHEMA, hints={"scene": s.asset["scene"], "question": c.question})
                          for s, c in items], parse_check, max_retries=max_retries)
     verdicts = []
@@ -212,9 +232,10 @@ def answer_independently(items: list[tuple[Source, Candidate]], engine, media_pa
     def request(source: Source, candidate: Candidate) -> Request:
         asked = question_text(candidate.question, candidate.answer_type, candidate.choices)
         if with_image:
-            messages = [user(source.image(media_path), f"{asked}\n{ANSWER_INSTRUCTION}")]
+            messages = [user(*source.shown(media_path), f"{asked}\n{ANSWER_INSTRUCTION}")]
         else:
-            messages = [user(f"Description of an image:\n{source.description}\n\nQuestion about the image:\n{asked}\n{ANSWER_INSTRUCTION}")]
+            messages = [user(f"Description of {with_article(source.medium)}:\n{source.description}\n\nQuestion about the {source.medium}:\n"
+                             f"{asked}\n{ANSWER_INSTRUCTION}")]
         return Request(messages=messages, max_tokens=1024, prompt_version=PROMPT_VERSION, task="synthesize_qa.answer",
                        hints={"scene": source.asset["scene"], "question": candidate.question})
 
@@ -262,29 +283,29 @@ def _is_number(text: str) -> bool:
 
 # ---- prompts -------------------------------------------------------------------------------------
 
-def _detail_prompt(description: str, max_queries: int) -> str:
-    return (f"You will write reasoning questions about an image you cannot see, from this description:\n{description}\n\n"
+def _detail_prompt(description: str, max_queries: int, medium_name: str = "image") -> str:
+    return (f"You will write reasoning questions about {with_article(medium_name)} you cannot see, from this description:\n{description}\n\n"
             f"Before writing, list up to {max_queries} facts you would need that the description does not state clearly "
-            "(a count, a colour, a position, a number or label written in the image), each as a short question for "
-            "someone who can see the image. If nothing is missing, give an empty list.\n"
+            f"(a count, a colour, a position, a number or label written in the {medium_name}), each as a short question for "
+            f"someone who can see the {medium_name}. If nothing is missing, give an empty list.\n"
             'Reply with JSON only: {"missing": ["...", "..."]}')
 
 
-def _write_prompt(description: str, n: int, answer_types, abilities, min_abilities) -> str:
+def _write_prompt(description: str, n: int, answer_types, abilities, min_abilities, medium_name: str = "image") -> str:
     ability_lines = "\n".join(f"- {name}: {ABILITIES.get(name, '')}" for name in abilities)
     type_lines = "\n".join(f"- {t}: {ANSWER_TYPE_HELP.get(t, t)}" for t in answer_types)
-    return (f"You write reasoning questions about an image you cannot see, working from its description.\n\n"
+    return (f"You write reasoning questions about {with_article(medium_name)} you cannot see, working from its description.\n\n"
             f"Description:\n{description}\n\n"
-            f"Write {n} questions. Each must be answerable from the image alone with exactly one correct answer, "
+            f"Write {n} questions. Each must be answerable from the {medium_name} alone with exactly one correct answer, "
             f"and must need at least {min_abilities} of these abilities together:\n{ability_lines}\n\n"
             f"Answer types:\n{type_lines}\n\n"
             'Reply with a JSON object only: {"questions": [{"question": "...", "answer": "...", "answer_type": "...", '
             '"choices": ["..."], "abilities": ["..."], "category": "..."}]}')
 
 
-def _check_prompt(description: str, candidate: Candidate) -> str:
-    return (f"An image is described as:\n{description}\n\nA question written about it:\n"
+def _check_prompt(description: str, candidate: Candidate, medium_name: str = "image") -> str:
+    return (f"{with_article(medium_name).capitalize()} is described as:\n{description}\n\nA question written about it:\n"
             f"{question_text(candidate.question, candidate.answer_type, candidate.choices)}\nProposed answer: {candidate.answer}\n\n"
-            "Check two things. (1) verifiable: can it be answered from the image, with an answer that can be checked? "
+            f"Check two things. (1) verifiable: can it be answered from the {medium_name}, with an answer that can be checked? "
             "(2) ambiguous: could two careful readers give different correct answers?\n"
             'Reply with JSON only: {"verifiable": true or false, "ambiguous": true or false, "reason": "..."}')

@@ -20,7 +20,10 @@ ABILITIES = {
     "ocr": "read text or numbers written in the image",
     "geometry": "reason about lengths, angles and areas",
     "world_knowledge": "use facts not shown in the image",
+    "temporal_reasoning": "follow a video over time: what happened first, how often, what changed",
 }
+# Abilities only a video can exercise: not offered to question writers for a still image.
+VIDEO_ABILITIES = ("temporal_reasoning",)
 
 
 class Question(ModelLineage):

@@ -13,6 +13,11 @@ the matrix products, and a rare near-tie may flip. `temperature == 0` is greedy;
 smallest set of tokens whose probability reaches p. `stop` strings end a row as soon as they appear
 and are cut from the text, stop string included (OpenAI's convention).
 
+A request may carry several images (a video's frames, pipelines/visuals.py): the processor gets them
+in order and LLaVA expands one <image> placeholder per image, so prompts grow by an image's tokens
+per frame (the tiny policy: 16 patch tokens plus its template's); rows of one batch keep their own
+pixels, concatenated in row order.
+
 A request that cannot run (an image that does not open, a prompt longer than the context, images
 sent to a text-only model) comes back as a `Response` with `error`; the rest of the batch is still
 answered. Only a model that does not load raises (`EngineUnavailable`). `response_schema` is not

@@ -1,7 +1,8 @@
 """The scripted teacher: the synthetic world's oracle, speaking the formats a real model must.
 
 It answers caption, question-writing, question-checking, answering, CoT and judge requests for
-synthetic images from their scene graphs (passed as `request.hints["scene"]`), and writes its output
+synthetic images and clips from their scene graphs (passed as `request.hints["scene"]`: a still
+scene's, or a clip's over time, answered from `knowledge` or `clip_knowledge`), and writes its output
 exactly as the stages ask a real model to (plain text, fenced JSON, `<think>…</think><answer>…</answer>`),
 so the stages' parsing, validation, retry and filtering code runs as it would against vLLM.
 
@@ -18,8 +19,8 @@ from collections import Counter
 import time
 
 from pipelines.engines.base import Request, Response, text_of
-from pipelines.world import knowledge
-from pipelines.world.scenes import COLOURS, KINDS, scene_from_json
+from pipelines.world import knowledge_of, world_from_json
+from pipelines.world.scenes import COLOURS, KINDS
 from schemas.base import sha256_text
 
 DEFAULT_NOISE = {"malformed": 0.05, "wrong_answer": 0.08, "invalid_question": 0.3}
@@ -48,7 +49,7 @@ class ScriptedEngine:
         if request.task != "judge" and not request.hints.get("scene"):
             return Response([], call_id, error="the scripted teacher only knows synthetic images (no scene graph "
                                                "in the request's hints); use a real model profile for other data")
-        scene = scene_from_json(request.hints["scene"]) if request.hints.get("scene") else None
+        scene = world_from_json(request.hints["scene"]) if request.hints.get("scene") else None
         texts = []
         for sample in range(request.n):
             rng = random.Random(int(sha256_text(f"{call_id}/{sample}")[:16], 16))
@@ -64,21 +65,21 @@ class ScriptedEngine:
 # ---- handlers: one per task the stages ask for -------------------------------------------------
 
 def _caption_coarse(engine, scene, request, rng):
-    return knowledge.caption_coarse(scene)
+    return knowledge_of(scene).caption_coarse(scene)
 
 
 def _caption_fine(engine, scene, request, rng):
-    return knowledge.caption_fine(scene)
+    return knowledge_of(scene).caption_fine(scene)
 
 
 def _write_questions(engine, scene, request, rng):
     """Candidate questions as fenced JSON; some invalid ones mixed in, sometimes malformed."""
-    items = list(knowledge.qa_items(scene))
+    items = list(knowledge_of(scene).qa_items(scene))
     wanted = request.hints.get("n_questions", 3)
     rng.shuffle(items)
     chosen = items[:wanted]
     if engine._noisy("invalid_question", rng):
-        chosen += knowledge.invalid_items(scene)[:1]
+        chosen += knowledge_of(scene).invalid_items(scene)[:1]
     payload = {"questions": [_item_json(item) for item in chosen]}
     if engine._noisy("malformed", rng):
         return _malformed(payload, rng)
@@ -86,7 +87,7 @@ def _write_questions(engine, scene, request, rng):
 
 
 def _check_question(engine, scene, request, rng):
-    item = knowledge.find_item(scene, request.hints.get("question", ""))
+    item = knowledge_of(scene).find_item(scene, request.hints.get("question", ""))
     if item is None:
         verdict = {"verifiable": False, "ambiguous": True, "reason": "the question does not match anything in the image"}
     else:
@@ -99,16 +100,16 @@ def _check_question(engine, scene, request, rng):
 
 def _answer(engine, scene, request, rng):
     """An independent answer (from the description or from the image): brief reasoning + answer tag."""
-    item = knowledge.find_item(scene, request.hints.get("question", ""))
+    item = knowledge_of(scene).find_item(scene, request.hints.get("question", ""))
     if item is None:
         return "<think>The question does not fit the image.</think><answer>unknown</answer>"
-    answer = knowledge.wrong_answer(item, rng) if engine._noisy("wrong_answer", rng) else item.answer
+    answer = knowledge_of(scene).wrong_answer(item, rng) if engine._noisy("wrong_answer", rng) else item.answer
     return f"<think>{' '.join(item.steps)}</think><answer>{answer}</answer>"
 
 
 def _raw_cot(engine, scene, request, rng):
     """A long, self-correcting chain (the kind CoT refinement exists to shorten)."""
-    item = knowledge.find_item(scene, request.hints.get("question", ""))
+    item = knowledge_of(scene).find_item(scene, request.hints.get("question", ""))
     if item is None:
         return "<think>I cannot work this out from the image.</think><answer>unknown</answer>"
     wrong = engine._noisy("wrong_answer", rng)
@@ -119,13 +120,13 @@ def _raw_cot(engine, scene, request, rng):
         if i == 0 or rng.random() < 0.3:
             lines.append(f"Wait, let me double-check that. {step}")
     lines.append("Hmm, let me re-check the whole reasoning once more before answering.")
-    answer = knowledge.wrong_answer(item, rng) if wrong else item.answer
+    answer = knowledge_of(scene).wrong_answer(item, rng) if wrong else item.answer
     return "<think>" + " ".join(lines) + f"</think><answer>{answer}</answer>"
 
 
 def _refine_cot(engine, scene, request, rng):
     """A short rationale consistent with the given final answer."""
-    item = knowledge.find_item(scene, request.hints.get("question", ""))
+    item = knowledge_of(scene).find_item(scene, request.hints.get("question", ""))
     final = request.hints.get("final_answer") or (item.answer if item else "unknown")
     steps = " ".join(item.steps) if item else "The image does not settle it."
     if engine._noisy("malformed", rng):
@@ -165,20 +166,20 @@ def _detail_request(engine, scene, request, rng):
     A description that already carries a second look is taken as complete (mining stops)."""
     if "More details" in text_of(request.messages):
         return json.dumps({"missing": []})
-    items = [i for i in knowledge.qa_items(scene) if i.answer_type in ("num", "fib")]
+    items = [i for i in knowledge_of(scene).qa_items(scene) if i.answer_type in ("num", "fib")]
     rng.shuffle(items)
     payload = {"missing": [i.question for i in items[: request.hints.get("max_queries", 2)]]}
     return _malformed(payload, rng) if engine._noisy("malformed", rng) else json.dumps(payload)
 
 
 def _detail_answer(engine, scene, request, rng):
-    item = knowledge.find_item(scene, request.hints.get("question", ""))
+    item = knowledge_of(scene).find_item(scene, request.hints.get("question", ""))
     return f"{item.answer}." if item else "I cannot tell that from the image."
 
 
 def _write_unlabelled(engine, scene, request, rng):
     """MM-UPT: questions written from the image itself, without answers."""
-    items = [i for i in knowledge.qa_items(scene)]
+    items = [i for i in knowledge_of(scene).qa_items(scene)]
     rng.shuffle(items)
     payload = {"questions": [{k: v for k, v in _item_json(i).items() if k != "answer"} for i in items[: request.hints.get("n_questions", 3)]]}
     return _malformed(payload, rng) if engine._noisy("malformed", rng) else json.dumps(payload)
@@ -186,13 +187,13 @@ def _write_unlabelled(engine, scene, request, rng):
 
 def _pseudo_cot(engine, scene, request, rng):
     """Vision-R1's pseudo-CoT: a caption, then reasoning that names the details the question needs."""
-    item = knowledge.find_item(scene, request.hints.get("question", ""))
+    item = knowledge_of(scene).find_item(scene, request.hints.get("question", ""))
     steps = " ".join(item.steps) if item else "The image does not settle the question."
-    return f"{knowledge.caption_coarse(scene)} Reasoning: {steps}"
+    return f"{knowledge_of(scene).caption_coarse(scene)} Reasoning: {steps}"
 
 
 def _bridge_description(engine, scene, request, rng):
-    return knowledge.caption_fine(scene)
+    return knowledge_of(scene).caption_fine(scene)
 
 
 _HANDLERS = {

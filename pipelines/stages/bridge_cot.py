@@ -9,15 +9,18 @@ token counts and "Wait"-type reflection counts. Keeping only chains whose answer
 next step's job (`verify` with `cot_kind: bridged`); the `sft_examples` view then holds the cold-start
 data. A question is rejected when any link yields nothing usable (`bridge_cot.engine_error`,
 `bridge_cot.empty_output`, `bridge_cot.no_final_answer`).
+A question about a video works the same way: the MLLM sees the video's frames in time order
+(pipelines/visuals.py) and the prompts say "video".
 """
 
 import pyarrow as pa
 
 from pipelines.answers import count_reflections, extract_answer
-from pipelines.engines.base import Request, image_part, user
+from pipelines.engines.base import Request, user
 from pipelines.policy.prompt import question_text
 from pipelines.stage import StageContext, StageResult, stage
 from pipelines.structured import ask
+from pipelines.visuals import Visuals, medium, with_article
 from schemas import make_id
 
 PROMPT_VERSION = "bridge_cot-v1"
@@ -37,14 +40,15 @@ def parse_chain(text: str) -> str:
 
 
 @stage(reads={"questions": ["question_id", "asset_ids", "question", "answer_type", "choices"],
-              "assets": ["asset_id", "media_uri", "sha256", "scene"]},
+              "assets": ["asset_id", "kind", "media_uri", "sha256", "scene", "parent_asset_id", "frame_ts"]},
        writes="cots", version=1, unit="question", engines=("captioner", "reasoner"))
 def bridge_cot(questions: pa.Table, assets: pa.Table, ctx: StageContext, *, max_tokens_pseudo: int = 1024,
                max_tokens_description: int = 1024, max_tokens_reasoning: int = 8192, temperature: float = 0.0,
                max_retries: int = 1) -> StageResult:
     """`max_tokens_reasoning`: room for the reasoner's long chain (Vision-R1 used up to 16K)."""
     mllm, reasoner = ctx.engine("captioner"), ctx.engine("reasoner")
-    asset_by_id = {a["asset_id"]: a for a in assets.to_pylist()}
+    visuals = Visuals.of(assets.to_pylist())
+    asset_by_id = {a["asset_id"]: a for a in visuals.items}
     rows, rejects, items = [], [], []
     for q in questions.to_pylist():
         asset = asset_by_id.get(q["asset_ids"][0])
@@ -52,17 +56,17 @@ def bridge_cot(questions: pa.Table, assets: pa.Table, ctx: StageContext, *, max_
             rejects.append(ctx.reject(q["question_id"], "bridge_cot.missing_image", f"its image {q['asset_ids'][0]} is not in the dataset"))
         else:
             items.append((q, asset, question_text(q["question"], q["answer_type"], q["choices"] or ()),
-                          image_part(ctx.media_path(asset["media_uri"]), asset["sha256"])))
+                          visuals.parts(asset, ctx.media_path)))
 
     def failed(q, link: str, answer) -> None:
         reason = "bridge_cot.engine_error" if answer.engine_failed else ("bridge_cot.no_final_answer" if link == "bridged" else "bridge_cot.empty_output")
         rejects.append(ctx.reject(q["question_id"], reason, f"{link}: {answer.error}", raw=answer.raw or None))
 
-    pseudo = ask(mllm, [Request(messages=[user(image, f"Question: {asked}\n\nFirst describe the image, then reason step by step "
-                                                     "about the question, naming every detail of the image the answer depends on.")],
+    pseudo = ask(mllm, [Request(messages=[user(*shown, f"Question: {asked}\n\nFirst describe the {medium(a)}, then reason step by step "
+                                                      f"about the question, naming every detail of the {medium(a)} the answer depends on.")],
                                 max_tokens=max_tokens_pseudo, temperature=temperature, prompt_version=PROMPT_VERSION,
                                 task="bridge_cot.pseudo", hints={"scene": a["scene"], "question": q["question"]})
-                        for q, a, asked, image in items], parse_text, max_retries=max_retries)
+                        for q, a, asked, shown in items], parse_text, max_retries=max_retries)
     stage2 = []
     for item, answer in zip(items, pseudo):
         if not answer.ok:
@@ -70,12 +74,12 @@ def bridge_cot(questions: pa.Table, assets: pa.Table, ctx: StageContext, *, max_
         else:
             rows.append(_row(item[0]["question_id"], "pseudo", answer.value, None, mllm, answer.call_id))
             stage2.append((*item, answer.value))
-    described = ask(mllm, [Request(messages=[user(image, f"Question: {asked}\n\nA first look at the image:\n{first}\n\n"
-                                                         "Now write a detailed textual description of the image that contains every "
-                                                         "visual fact needed to answer the question, without answering it.")],
+    described = ask(mllm, [Request(messages=[user(*shown, f"Question: {asked}\n\nA first look at the {medium(a)}:\n{first}\n\n"
+                                                          f"Now write a detailed textual description of the {medium(a)} that contains every "
+                                                          "visual fact needed to answer the question, without answering it.")],
                                    max_tokens=max_tokens_description, temperature=temperature, prompt_version=PROMPT_VERSION,
                                    task="bridge_cot.describe", hints={"scene": a["scene"], "question": q["question"]})
-                           for q, a, asked, image, first in stage2], parse_text, max_retries=max_retries)
+                           for q, a, asked, shown, first in stage2], parse_text, max_retries=max_retries)
     stage3 = []
     for item, answer in zip(stage2, described):
         if not answer.ok:
@@ -83,7 +87,8 @@ def bridge_cot(questions: pa.Table, assets: pa.Table, ctx: StageContext, *, max_
         else:
             rows.append(_row(item[0]["question_id"], "bridge", answer.value, None, mllm, answer.call_id))
             stage3.append((*item[:3], answer.value))
-    chains = ask(reasoner, [Request(messages=[user(f"Description of an image:\n{description}\n\nQuestion:\n{asked}\n\n"
+    chains = ask(reasoner, [Request(messages=[user(f"Description of {with_article(medium(a))}:\n"
+                                                   f"{description}\n\nQuestion:\n{asked}\n\n"
                                                    "Think it through carefully, checking yourself as you go, then give the final "
                                                    "answer inside <answer></answer>.")],
                                     max_tokens=max_tokens_reasoning, temperature=temperature, prompt_version=PROMPT_VERSION,

@@ -6,16 +6,18 @@ reasons at length (raw CoT; its final answer and its "Wait"-type reflections are
 short consistent rationale in `<think>…</think><answer>…</answer>` (refined CoT). A question is
 rejected when the raw chain reaches no answer (`distill_cot.no_final_answer`), or the rewrite never
 comes back in the required format (`distill_cot.malformed_output`). Whether the answer is *right*
-is the next stage's business (verify).
+is the next stage's business (verify). For a question about a video the reasoner reads its fine
+caption (written over time) and the VLM sees its frames in time order (pipelines/visuals.py).
 """
 
 import pyarrow as pa
 
 from pipelines.answers import count_reflections, extract_answer, has_think_answer_format
-from pipelines.engines.base import Request, image_part, user
+from pipelines.engines.base import Request, user
 from pipelines.policy.prompt import question_text
 from pipelines.stage import StageContext, StageResult, stage
 from pipelines.structured import ask
+from pipelines.visuals import Visuals, medium, with_article
 from schemas import make_id
 
 PROMPT_VERSION = "distill_cot-v1"
@@ -35,14 +37,16 @@ def parse_refined(text: str) -> str:
 
 
 @stage(reads={"questions": ["question_id", "asset_ids", "question", "answer_type", "choices"],
-              "captions": ["asset_id", "style", "text"], "assets": ["asset_id", "media_uri", "sha256", "scene"]},
+              "captions": ["asset_id", "style", "text"],
+              "assets": ["asset_id", "kind", "media_uri", "sha256", "scene", "parent_asset_id", "frame_ts"]},
        writes="cots", version=1, unit="question", engines=("reasoner", "captioner"))
 def distill_cot(questions: pa.Table, captions: pa.Table, assets: pa.Table, ctx: StageContext, *, refine: bool = True,
                 max_tokens_raw: int = 4096, max_tokens_refined: int = 1024, max_retries: int = 1) -> StageResult:
     """`refine`: also write the short rationale (the SFT target); off keeps raw chains only."""
     reasoner, vlm = ctx.engine("reasoner"), ctx.engine("captioner")
     fine = {c["asset_id"]: c["text"] for c in captions.to_pylist() if c["style"] == "fine"}
-    asset_by_id = {a["asset_id"]: a for a in assets.to_pylist()}
+    visuals = Visuals.of(assets.to_pylist())
+    asset_by_id = {a["asset_id"]: a for a in visuals.items}
     rows, rejects = [], []
     items = []
     for q in questions.to_pylist():
@@ -53,7 +57,8 @@ def distill_cot(questions: pa.Table, captions: pa.Table, assets: pa.Table, ctx: 
             items.append((q, asset))
 
     ask_text = {q["question_id"]: question_text(q["question"], q["answer_type"], q["choices"]) for q, _ in items}
-    raw_requests = [Request(messages=[user(f"Description of an image:\n{fine[a['asset_id']]}\n\nQuestion:\n{ask_text[q['question_id']]}\n\n"
+    raw_requests = [Request(messages=[user(f"Description of {with_article(medium(a))}:\n{fine[a['asset_id']]}"
+                                           f"\n\nQuestion:\n{ask_text[q['question_id']]}\n\n"
                                            "Reason step by step, checking your work, then give the final answer inside <answer></answer>.")],
                             max_tokens=max_tokens_raw, prompt_version=PROMPT_VERSION, task="distill_cot.raw",
                             hints={"scene": a["scene"], "question": q["question"]}) for q, a in items]
@@ -68,7 +73,7 @@ def distill_cot(questions: pa.Table, captions: pa.Table, assets: pa.Table, ctx: 
         to_refine.append((q, asset, raw.value))
 
     if refine:
-        refine_requests = [Request(messages=[user(image_part(ctx.media_path(a["media_uri"]), a["sha256"]),
+        refine_requests = [Request(messages=[user(*visuals.parts(a, ctx.media_path),
                                                   f"Question:\n{ask_text[q['question_id']]}\nThe final answer is: {final}\n\n"
                                                   "Write a short, consistent rationale that leads to this answer: the rationale "
                                                   "inside <think></think>, then the answer inside <answer></answer>.")],

@@ -4,7 +4,9 @@ A thin adapter: it builds TRL's dataset from our tables (the policy chat with an
 the image, and `solution` / `answer_type` / `choices` columns for the rewards), takes reward
 functions from the rewards registry, calls `pipelines.policy.grpo.train_grpo`, and writes one
 `policies` row whose id is derived from the trained weights. The checkpoint lives under the dataset
-root (`policies/<policy id>/`). On a CUDA machine the same call trains in bf16 (and generates with
+root (`policies/<policy id>/`). A question about a video trains on the video's contact sheet (its
+frames in a grid, in time order: pipelines/visuals.py), the one image the policy sees in rollouts too.
+On a CUDA machine the same call trains in bf16 (and generates with
 vLLM when it is installed); here it runs on the CPU with the tiny policy.
 """
 
@@ -18,12 +20,12 @@ from pipelines.policy.prompt import trl_prompt
 from pipelines.rewards import trl_reward
 from pipelines.stage import StageContext, StageResult, stage
 from pipelines.stages.rollouts import policy_id_of
-from stores.media import open_image
+from pipelines.visuals import Visuals
 
 
 @stage(reads={"difficulty": ["difficulty_id", "question_id", "policy_id", "selected"],
               "questions": ["question_id", "question", "answer", "answer_type", "choices", "asset_ids"],
-              "assets": ["asset_id", "media_uri"]},
+              "assets": ["asset_id", "kind", "media_uri", "parent_asset_id", "frame_ts"]},
        writes="policies", version=1, unit="selected question", engines=("policy",), sharded=False)
 def grpo(difficulty: pa.Table, questions: pa.Table, assets: pa.Table, ctx: StageContext, *, max_steps: int = 8,
          num_generations: int = 4, batch_size: int = 8, max_completion_length: int = 48, learning_rate: float = 1e-4,
@@ -39,12 +41,13 @@ def grpo(difficulty: pa.Table, questions: pa.Table, assets: pa.Table, ctx: Stage
                     for r in chosen[max_items:]]
         chosen = chosen[:max_items]
     by_id = {q["question_id"]: q for q in questions.to_pylist()}
-    asset_by_id = {a["asset_id"]: a for a in assets.to_pylist()}
+    visuals = Visuals.of(assets.to_pylist())
+    asset_by_id = {a["asset_id"]: a for a in visuals.items}
     rows = []
     for item in chosen:
         q = by_id[item["question_id"]]
         rows.append({"prompt": trl_prompt(q["question"], q["answer_type"], q["choices"] or ()),
-                     "image": open_image(ctx.media_path(asset_by_id[q["asset_ids"][0]]["media_uri"])),
+                     "image": visuals.policy_image(asset_by_id[q["asset_ids"][0]], ctx.media_path),
                      "solution": q["answer"], "answer_type": q["answer_type"], "choices": list(q["choices"] or [])})
     if not rows:
         return StageResult(ctx.empty("policies"), ctx.rejects(rejects), kept=[])

@@ -11,6 +11,27 @@ reject with a stable reason:
     ingest.truncated         the header is recognised but decoding fails part-way
     ingest.unreadable_mode   decodes, but to a mode with no conversion to RGB (e.g. TIFF "La")
     ingest.duplicate_bytes   the same bytes as an earlier item of this call
+    ingest.unreadable_video  a video container FFmpeg cannot open or decode to its end (truncated, corrupt,
+                             a codec this build lacks)
+    ingest.no_video_stream   a video container without a video stream (audio only)
+    ingest.video_too_long    longer than max_video_seconds
+
+Videos. A file that starts like a video container (MP4/MOV, MKV/WebM, AVI, FLV, Ogg, MPEG-TS/PS:
+`pipelines.video.container_format`) is read with PyAV instead of Pillow (`pipelines/video.py`: frame
+sampling, truncation checks, costs). It becomes one `video` asset plus a `frame` asset per sampled
+frame, all outputs of the one source item (they share its source_ref, so the item counts once, kept):
+- the video: asset_id and sha256 of the file, stored as it is (".mp4", ".webm", ...); width and height
+  of the stream; `format` the container (MP4, WEBM, ...); its pHash, dHash and near-duplicate
+  signature are those of its middle frame (pipelines/video.py says why not a contact sheet), so
+  dedup compares videos by what they show (with other videos only: see the dedup stage);
+- each frame: `kind` "frame", `parent_asset_id` the video, `frame_ts` seconds from the first frame,
+  stored as PNG (sha256 and media_uri of that PNG, so two identical frames share one file), with an
+  image's hashes. Its asset_id is make_id("asset", video asset_id, "frame", pts): content-addressed
+  by the video and the frame's place in it, so two frames that look the same are still two assets.
+Frames are sampled `uniform` (`frames` evenly spaced, first and last included) and/or `keyframe`
+(the stream's key frames, at most `max_keyframes`). They are not items of the stages after this one:
+they travel with their video (pipelines/stage.py). A video's `scene` is the synthetic clip's graph
+over time; its frames have none.
 
 Exact copies are one asset: asset_id is content-addressed ("asset-" + sha256[:24] of the bytes), so
 a second item with the same bytes would be a second row for the same id. It is rejected instead, as
@@ -41,6 +62,7 @@ DecompressionBombWarning, for sizes between its two limits, is not silenced eith
 
 import io
 import re
+from typing import Literal
 
 import imagehash
 import numpy as np
@@ -48,7 +70,9 @@ import pyarrow as pa
 import scipy.fftpack
 from PIL import Image, UnidentifiedImageError
 
+from pipelines import video
 from pipelines.stage import StageContext, StageResult, stage
+from schemas import make_id
 from schemas.assets import COLOUR_HUE_BINS, PHASH_CROP_LEVELS
 from stores.media import MediaStore, to_rgb
 
@@ -67,9 +91,15 @@ class Refused(Exception):
 
 
 @stage(reads={"source_items": ["source", "source_ref", "path", "content", "scene", "fingerprint"]},
-       writes="assets", version=2, unit="file")  # 2: phash_crops, phash_256, colour_histogram
-def ingest(source_items: pa.Table, ctx: StageContext, *, max_pixels: int = 40_000_000) -> StageResult:
-    """`max_pixels`: larger images are refused unread, as possible decompression bombs (40 MP ≈ a 7,700² photo)."""
+       writes="assets", version=3, unit="file")  # 2: phash_crops, phash_256, colour_histogram; 3: videos and frames
+def ingest(source_items: pa.Table, ctx: StageContext, *, max_pixels: int = 40_000_000, frames: int = 8,
+           frame_sampling: list[Literal["uniform", "keyframe"]] = ["uniform"], max_keyframes: int = 8,
+           max_video_seconds: float = 300.0) -> StageResult:
+    """`max_pixels`: larger images (and video frames) are refused unread, as possible decompression bombs (40 MP ≈ a
+    7,700² photo); `frames`: uniform frames per video; `frame_sampling`: uniform, keyframe or both; `max_keyframes`:
+    key frames kept per video, evenly spaced; `max_video_seconds`: longer videos are refused (decoding reads every frame)."""
+    if frames < 1 or max_keyframes < 1:
+        raise ValueError(f"ingest: frames ({frames}) and max_keyframes ({max_keyframes}) must be at least 1")
     store = MediaStore(ctx.root)
     assets, rejects = [], []
     first_ref: dict[str, str] = {}  # asset_id -> source_ref of the item that made it
@@ -77,21 +107,46 @@ def ingest(source_items: pa.Table, ctx: StageContext, *, max_pixels: int = 40_00
         ref, path = item["source_ref"], item["path"]
         try:
             data = read_bytes(item)
-            asset = describe(data, max_pixels)
-        except Refused as refused:
+            container = video.container_format(data)
+            if container is None:
+                described = describe(data, max_pixels)
+            else:
+                described = video.read_video(data, frames=frames, sampling=frame_sampling, max_keyframes=max_keyframes,
+                                             max_seconds=max_video_seconds, max_pixels=max_pixels)
+        except (Refused, video.VideoRefused) as refused:
             rejects.append(ctx.reject(ref, f"ingest.{refused.reason}", refused.detail, raw=path or ref))
         else:
-            media_uri, sha256 = store.put(data, SUFFIXES.get(asset["format"], f".{asset['format'].lower()}"))
-            asset_id = "asset-" + sha256[:24]
+            if container is None:
+                media_uri, sha256 = store.put(data, SUFFIXES.get(described["format"], f".{described['format'].lower()}"))
+                rows = [{**described, "asset_id": "asset-" + sha256[:24], "kind": "image", "media_uri": media_uri, "sha256": sha256}]
+            else:
+                rows = video_rows(data, described, store)
+            asset_id = rows[0]["asset_id"]
             if asset_id in first_ref:
                 repeats = f"same bytes as {first_ref[asset_id]!r} (asset {asset_id})"
                 rejects.append(ctx.reject(ref, "ingest.duplicate_bytes", repeats, raw=path or ref))
             else:
                 first_ref[asset_id] = ref
-                assets.append({**asset, "asset_id": asset_id, "kind": "image", "media_uri": media_uri,
-                               "sha256": sha256, "source": item["source"], "source_ref": ref, "scene": item["scene"]})
+                assets += [{**row, "source": item["source"], "source_ref": ref, "scene": item["scene"] if k == 0 else None}
+                           for k, row in enumerate(rows)]
         ctx.progress(1)
     return StageResult(out=ctx.rows("assets", assets), rejects=ctx.rejects(rejects))
+
+
+def video_rows(data: bytes, clip: video.Video, store: MediaStore) -> list[dict]:
+    """The video's asset row, then one row per sampled frame (PNG in the media store), in time order."""
+    media_uri, sha256 = store.put(data, video.SUFFIXES[clip.format])
+    video_id = "asset-" + sha256[:24]
+    rows = [{**image_columns(clip.representative), "asset_id": video_id, "kind": "video", "media_uri": media_uri, "sha256": sha256,
+             "format": clip.format, "width": clip.width, "height": clip.height}]
+    for frame in clip.frames:
+        buffer = io.BytesIO()
+        frame.image.save(buffer, format="PNG")
+        frame_uri, frame_sha256 = store.put(buffer.getvalue(), ".png")
+        rows.append({**image_columns(frame.image), "asset_id": make_id("asset", video_id, "frame", frame.pts), "kind": "frame",
+                     "media_uri": frame_uri, "sha256": frame_sha256, "format": "PNG", "width": frame.image.width,
+                     "height": frame.image.height, "parent_asset_id": video_id, "frame_ts": frame.ts})
+    return rows
 
 
 def read_bytes(item: dict) -> bytes:
@@ -138,9 +193,13 @@ def describe(data: bytes, max_pixels: int) -> dict:
         except Exception as error:
             raise Refused("unreadable_mode",
                           f"{fmt} decodes to mode {image.mode!r}, which cannot become RGB: {error}") from None
+    return {"format": fmt, "width": rgb.width, "height": rgb.height, **image_columns(rgb)}
+
+
+def image_columns(rgb: Image.Image) -> dict:
+    """dHash and the near-duplicate signature of a decoded RGB image."""
     gray = rgb.convert("L")  # once: phash and dhash would each convert the RGB image again
-    return {"format": fmt, "width": rgb.width, "height": rgb.height, "dhash": str(imagehash.dhash(gray)),
-            **signature(rgb, gray)}
+    return {"dhash": str(imagehash.dhash(gray)), **signature(rgb, gray)}
 
 
 def signature(rgb: Image.Image, gray: Image.Image) -> dict:

@@ -6,6 +6,8 @@ engine supports it). Every response is scored: answer extracted, checked against
 recipe's reward preset (WeThink's 0.7·accuracy + 0.3·format by default). The text-only group is
 what RAP's causal discrepancy compares against. A question whose group could not be generated is
 rejected (`rollouts.engine_error`, or `rollouts.missing_image` when its image is not in the dataset). Rows name the policy: difficulty is always *for a policy*.
+The policy takes one image per prompt: a question about a video shows it the video's contact sheet
+(its frames in a grid, in time order; pipelines/visuals.py), stored in the media store as PNG.
 """
 
 import re
@@ -14,11 +16,12 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipelines.answers import extract_answer, has_think_answer_format
-from pipelines.engines.base import Request, image_part
+from pipelines.engines.base import Request
 from pipelines.policy.prompt import policy_messages
 from pipelines.rewards import HFRRF, WEIGHTS, score
 from pipelines.stage import StageContext, StageResult, stage
 from pipelines.verification import check_answer
+from pipelines.visuals import Visuals
 from schemas import make_id
 
 PROMPT_VERSION = "policy-v1"
@@ -34,7 +37,7 @@ def policy_id_of(engine) -> str:
 
 
 @stage(reads={"questions": ["question_id", "question", "answer", "answer_type", "choices", "asset_ids"],
-              "assets": ["asset_id", "media_uri", "sha256", "scene"]},
+              "assets": ["asset_id", "kind", "media_uri", "sha256", "scene", "parent_asset_id", "frame_ts"]},
        writes="rollouts", version=1, unit="question", engines=("policy", "judge"))
 def rollouts(questions: pa.Table, assets: pa.Table, ctx: StageContext, *, group_size: int = 8,
              with_image: list[bool] = [True, False], temperature: float = 1.0, top_p: float = 1.0,
@@ -51,7 +54,8 @@ def sample_and_score(policy, questions: pa.Table, assets: pa.Table, ctx: StageCo
     if reward not in WEIGHTS and reward != HFRRF:
         raise ValueError(f"unknown reward preset {reward!r}; presets: {', '.join([*WEIGHTS, HFRRF])}")
     policy_id = policy_id_of(policy)
-    asset_by_id = {a["asset_id"]: a for a in assets.to_pylist()}
+    visuals = Visuals.of(assets.to_pylist())
+    asset_by_id = {a["asset_id"]: a for a in visuals.items}
     rows, rejects = [], []
     params = [group_size, temperature, top_p, max_tokens, PROMPT_VERSION]
     jobs = []  # (question, image part) for questions whose image exists
@@ -60,7 +64,7 @@ def sample_and_score(policy, questions: pa.Table, assets: pa.Table, ctx: StageCo
         if asset is None:
             rejects.append(ctx.reject(q["question_id"], "rollouts.missing_image", f"its image {q['asset_ids'][0]} is not in the dataset"))
         else:
-            jobs.append((q, image_part(ctx.media_path(asset["media_uri"]), asset["sha256"])))
+            jobs.append((q, visuals.policy_part(asset, ctx.root)))
     # One call for the whole shard: the engine batches across questions (much faster than per question).
     requests = [Request(messages=policy_messages(q["question"], q["answer_type"], q["choices"] or (), image=image if mode else None),
                         n=group_size, temperature=temperature, top_p=top_p, max_tokens=max_tokens,

@@ -13,6 +13,10 @@ With `method: mmupt_direct` or `mmupt_in_context` the VLM writes unlabelled ques
 and labels them by majority vote (`pipelines/mmupt.py`).
 Every dropped candidate is a reject naming the candidate and its image; an image none of whose
 candidates survive is rejected with them.
+
+A video is one item like an image: its questions name the video asset, the VLM sees its frames in
+time order (pipelines/visuals.py), and `temporal_reasoning` is an ability its questions may claim
+(images' may not: `wethink.abilities_for`). Its frame assets are not items (pipelines/stage.py).
 """
 
 from typing import Literal
@@ -21,11 +25,13 @@ import pyarrow as pa
 
 from pipelines import mmupt, wethink
 from pipelines.stage import StageContext, StageResult, stage
+from pipelines.visuals import Visuals
 from schemas import make_id
 from schemas.questions import ABILITIES
 
 
-@stage(reads={"assets": ["asset_id", "media_uri", "sha256", "scene"], "captions": ["asset_id", "style", "text"]},
+@stage(reads={"assets": ["asset_id", "kind", "media_uri", "sha256", "scene", "parent_asset_id", "frame_ts"],
+              "captions": ["asset_id", "style", "text"]},
        writes="questions", version=2, unit="asset", engines=("reasoner", "captioner", "judge", "tiebreaker"))
 def synthesize_qa(assets: pa.Table, captions: pa.Table, ctx: StageContext, *,
                   method: Literal["wethink", "mmupt_direct", "mmupt_in_context"] = "wethink", questions_per_image: int = 3,
@@ -38,16 +44,17 @@ def synthesize_qa(assets: pa.Table, captions: pa.Table, ctx: StageContext, *,
     fine = {c["asset_id"]: c["text"] for c in captions.to_pylist() if c["style"] == "fine"}
     rejects: list[dict] = []
     sources = []
-    for asset in assets.to_pylist():
+    visuals = Visuals.of(assets.to_pylist())
+    for asset in visuals.items:
         if method == "wethink" and asset["asset_id"] not in fine:
             rejects.append(ctx.reject(asset["asset_id"], "synthesize_qa.no_caption", "no fine caption to write questions from"))
         else:
-            sources.append(wethink.Source(asset, fine.get(asset["asset_id"], "")))
+            sources.append(wethink.Source(asset, fine.get(asset["asset_id"], ""), visuals=visuals))
     run = _wethink if method == "wethink" else _mmupt
     rows = run(sources, ctx, rejects, method=method, n=questions_per_image, answer_types=answer_types, min_abilities=min_abilities,
                abilities=abilities, detail_rounds=detail_rounds, max_detail_queries=max_detail_queries, tie_break=tie_break,
                votes=mmupt_votes, temperature=mmupt_temperature, min_agreement=mmupt_min_agreement, max_retries=max_retries)
-    ctx.progress(assets.num_rows)
+    ctx.progress(len(visuals.items))
     return StageResult(ctx.rows("questions", rows), ctx.rejects(rejects))
 
 
@@ -66,7 +73,7 @@ def _wethink(sources, ctx, rejects, *, n, answer_types, min_abilities, abilities
         seen = set()
         for candidate in written.value:
             question_id = make_id("question", [source.asset_id], candidate.question)
-            problem = wethink.rule_problem(candidate, answer_types, abilities, min_abilities)
+            problem = wethink.rule_problem(candidate, answer_types, wethink.abilities_for(source.medium, abilities), min_abilities)
             if question_id in seen:
                 problem = ("duplicate_question", "the same question twice in one batch")
             seen.add(question_id)

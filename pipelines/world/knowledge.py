@@ -34,6 +34,7 @@ ABILITIES = {
     "comparison": "find the largest or smallest, or compare two quantities",
     "chart_reading": "match a chart's bars to their categories and values",
     "ocr": "read numbers and words printed in the image",
+    "temporal_reasoning": "follow what happens over time in a video: order, how often, what changed",
 }
 ANSWER_TYPES = ("mc", "fib", "num", "des")
 INVALID_REASONS = ("ambiguous", "unverifiable")

@@ -191,3 +191,21 @@ def test_logprobs_and_attentions_when_asked_for(engine, images):
     for i, row in enumerate(attention):  # causal: nothing on later tokens; weights are probabilities
         assert all(w == 0 for w in row[i + 1:]) and 0 < sum(row[: i + 1]) <= 1 + 1e-5
     assert replace(request, return_logprobs=True).call_id("hf", "m", "r") != request.call_id("hf", "m", "r")
+
+
+def test_several_images_in_one_request_each_get_their_tokens_and_batch_with_others(engine, images, tmp_path):
+    # A video reaches a VLM as its frames in one prompt (pipelines/visuals.py): LLaVA expands one <image> per frame.
+    frames = [image_part(images[name], f"sha-{name}") for name in ("white", "noise", "white")]
+    video = Request(messages=[user(*frames, "What changes?")], max_tokens=12, n=3, temperature=1.0, seed=11)
+    one = Request(messages=[user(frames[0], "What changes?")], max_tokens=12, n=3, temperature=1.0, seed=11)
+    alone = engine.generate([video])[0]
+    crowd = engine.generate([ask(images["noise"], n=2, temperature=1.0, seed=3), video, one])
+    assert crowd[1].texts == alone.texts and not crowd[1].error  # the pixels of each row stay with it in a batch
+    two = Request(messages=[user(*frames[:2], "What changes?")], max_tokens=12)
+    per_image = engine.generate([two])[0].usage["prompt_tokens"] - crowd[2].usage["prompt_tokens"]
+    assert per_image >= 16  # an image is at least its 16 patch tokens
+    assert crowd[1].usage["prompt_tokens"] - crowd[2].usage["prompt_tokens"] == 2 * per_image
+    # Order is part of what the model sees: the same completion scores differently after the frames are swapped.
+    in_order, _ = engine.inspect(video.messages, alone.texts[0], attentions=False)
+    swapped, _ = engine.inspect([user(frames[1], frames[0], frames[2], "What changes?")], alone.texts[0], attentions=False)
+    assert in_order != pytest.approx(swapped)

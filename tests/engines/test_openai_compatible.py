@@ -395,3 +395,24 @@ def test_shipped_openai_profiles_name_only_known_options(path):
     profile = yaml.safe_load(path.read_text())
     assert profile["engine"] == "openai" and "base_url" in profile["options"]
     assert set(profile["options"]) <= known
+
+
+def test_a_videos_frames_go_as_image_url_parts_in_time_order_each_after_its_time(fault_server, make_engine, tmp_path):
+    from pipelines.visuals import Visuals
+
+    colours = [(200, 10, 10), (10, 200, 10), (10, 10, 200)]
+    rows = [{"asset_id": "v", "kind": "video", "media_uri": "v.mp4", "sha256": "sha-v", "parent_asset_id": None}]
+    for k, colour in reversed(list(enumerate(colours))):  # frames listed out of order: time order is restored
+        Image.new("RGB", (8, 6), colour).save(tmp_path / f"f{k}.png")
+        rows.append({"asset_id": f"f{k}", "kind": "frame", "media_uri": f"f{k}.png", "sha256": f"sha-{k}",
+                     "parent_asset_id": "v", "frame_ts": 1.5 * k})
+    visuals = Visuals.of(rows)
+    engine = make_engine(fault_server.url)
+    [response] = engine.generate([Request([user(*visuals.parts(visuals.items[0], lambda uri: tmp_path / uri), "What changes?")])])
+    assert not response.error
+    parts = fault_server.requests[0].body["messages"][0]["content"]
+    assert [p["type"] for p in parts] == ["text"] + ["text", "image_url"] * 3 + ["text"]
+    assert [p["text"] for p in parts if p["type"] == "text"] == [
+        "Frames of a video, in time order:", "t = 0 s", "t = 1.5 s", "t = 3 s", "What changes?"]
+    sent = [base64.b64decode(p["image_url"]["url"].split(",", 1)[1]) for p in parts if p["type"] == "image_url"]
+    assert sent == [(tmp_path / f"f{k}.png").read_bytes() for k in range(3)]

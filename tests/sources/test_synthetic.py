@@ -92,3 +92,36 @@ def test_bad_parameters_are_reported_together():
     assert "4 problems" in message and "Did you mean 'counting'?" in message and "Did you mean 'train'?" in message
     with pytest.raises(RecipeError):
         split_seed("test")
+
+
+def test_clip_families_yield_mp4_clips_with_their_graph_over_time_mixed_with_images():
+    from pipelines.video import container_format
+    from pipelines.world.clips import clip_from_json
+
+    rows = synthetic_items(families=["counting", "clip_motion"], scenes=4, size=96)
+    assert [r["source_ref"] for r in rows] == ["counting-000000-96px", "clip_motion-000000-96px", "counting-000001-96px",
+                                               "clip_motion-000001-96px"]
+    for row in rows[1::2]:
+        assert container_format(row["content"]) == "MP4"
+        clip = clip_from_json(row["scene"])
+        assert clip.clip_id == row["source_ref"] and len(clip.keyframes) > 1
+    assert all(decode(r["content"]).format == "PNG" for r in rows[0::2])
+    assert synthetic_items(families=["clip_motion"], scenes=1, size=96)[0]["content"] == rows[1]["content"]  # deterministic
+
+
+def test_a_planted_clip_copy_is_the_same_clip_reencoded():
+    rows = synthetic_items(families=["clip_counter"], scenes=4, size=96, planted_duplicates=0.5)
+    copies = [r for r in rows if "#" in r["source_ref"]]
+    assert len(copies) == 2 and all(r["source_ref"].endswith("#reencoded") for r in copies)
+    originals = {r["source_ref"]: r for r in rows}
+    for copy in copies:
+        original = originals[copy["source_ref"].split("#")[0]]
+        assert copy["scene"] == original["scene"] and copy["content"] != original["content"]
+        assert copy["fingerprint"] != original["fingerprint"]
+
+
+def test_the_defaults_yield_no_clips():
+    rows = synthetic_items(scenes=8)
+    assert all(decode(r["content"]).format == "PNG" and '"keyframes"' not in r["scene"] for r in rows)
+    with pytest.raises(RecipeError, match="clip_objects, clip_motion, clip_counter"):
+        synthetic_items(families=["clips"], scenes=1)

@@ -18,7 +18,7 @@ from pipelines.engines.scripted import ScriptedEngine
 from pipelines.sources.synthetic import synthetic_items
 from pipelines.stage import SOURCE_ITEMS, StageContext
 from pipelines.stages.ingest import ingest
-from pipelines.world import FAMILIES, QAItem, caption_coarse, caption_fine, qa_items, scene_from_json
+from pipelines.world import CLIP_FAMILIES, FAMILIES, QAItem, knowledge_of, world_from_json
 from schemas import make_id
 
 NOISELESS = {"malformed": 0.0, "wrong_answer": 0.0, "invalid_question": 0.0}
@@ -53,15 +53,26 @@ def ingest_scenes(root: Path, *, scenes: int = 4, families: list[str] = list(FAM
     return result.out
 
 
+def ingest_clips(root: Path, *, clips: int = 3, seed: int = 0) -> pa.Table:
+    """Assets of `clips` synthetic clips (round robin over the clip families): each a video and its 8 frames."""
+    return ingest_scenes(root, scenes=clips, families=list(CLIP_FAMILIES), seed=seed)
+
+
+def items_of(assets: pa.Table) -> list[dict]:
+    """The images and videos of an assets table (video frames are not items)."""
+    return [a for a in assets.to_pylist() if a["parent_asset_id"] is None]
+
+
 def scene_of(asset: dict):
-    return scene_from_json(asset["scene"])
+    """The scene graph of a synthetic image, or of a clip over time."""
+    return world_from_json(asset["scene"])
 
 
 def true_captions(ctx: StageContext, assets: pa.Table, styles=("coarse", "fine")) -> pa.Table:
     """A captions table holding the world's exact captions (what a perfect captioner writes)."""
-    write = {"coarse": caption_coarse, "fine": caption_fine}
     rows = [{"caption_id": make_id("caption", a["asset_id"], style), "asset_id": a["asset_id"], "style": style,
-             "text": write[style](scene_of(a))} for a in assets.to_pylist() for style in styles]
+             "text": getattr(knowledge_of(scene_of(a)), f"caption_{style}")(scene_of(a))}
+            for a in items_of(assets) for style in styles]
     return ctx.rows("captions", rows)
 
 
@@ -76,8 +87,9 @@ def true_questions(ctx: StageContext, assets: pa.Table, *, types=("mc", "fib", "
                    per_asset: int | None = None) -> pa.Table:
     """A questions table of the world's own items (first `per_asset` of the wanted types per asset)."""
     rows = []
-    for asset in assets.to_pylist():
-        items = [i for i in qa_items(scene_of(asset)) if i.answer_type in types]
+    for asset in items_of(assets):
+        scene = scene_of(asset)
+        items = [i for i in knowledge_of(scene).qa_items(scene) if i.answer_type in types]
         rows += [question_row(asset, item) for item in items[:per_asset]]
     return ctx.rows("questions", rows)
 

@@ -1,11 +1,13 @@
 """caption: every asset gets a coarse and a fine caption, or one reject saying which style failed and why."""
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
-from pipelines.stage import account
-from pipelines.stages.caption import PROMPT_VERSION, caption
-from pipelines.world import caption_coarse, caption_fine
+from pipelines.engines.base import images_of
+from pipelines.stage import account, kept_ids
+from pipelines.stages.caption import PROMPT_VERSION, VIDEO_PROMPT_VERSION, VIDEO_PROMPTS, caption
+from pipelines.world import CLIP_FAMILIES, caption_coarse, caption_fine, clip_knowledge, world_from_json
 from schemas import make_id
 from tests.stages.fixtures import (
     FakeEngine,
@@ -143,3 +145,59 @@ def test_min_words_is_the_boundary(assets, root):
     assert counts.n_out == 1
     result, counts = run(assets.slice(0, 1), root, Roles(captioner=engine), styles=["fine"], min_words=5, max_retries=0)
     assert counts.by_reason == {"caption.too_short": 1}
+
+
+# ---- videos: captioned from their frames, in time order ----------------------------------------
+
+@pytest.fixture(scope="module")
+def videos(root):
+    """Assets of three synthetic clips (one per clip family): three videos and eight frames each."""
+    return ingest_scenes(root, scenes=3, families=list(CLIP_FAMILIES))
+
+
+def test_a_video_is_captioned_from_its_frames_in_time_order_each_after_its_time(videos, root):
+    engine = FakeEngine(lambda r: "Shapes appear one after another over three seconds.")
+    result, counts = run(videos, root, Roles(captioner=engine), styles=["fine"])
+    assert (counts.n_in, counts.n_out, counts.n_rejected) == (3, 3, 0)  # the 24 frames are not items
+    assert len(engine.requests) == 3
+    rows = videos.to_pylist()
+    for request in engine.requests:
+        parts = request.messages[0]["content"]
+        video = next(r for r in rows if r["kind"] == "video" and r["scene"] == request.hints["scene"])
+        frames = sorted((r for r in rows if r["parent_asset_id"] == video["asset_id"]), key=lambda r: r["frame_ts"])
+        images = [p for p in parts if p["type"] == "image"]
+        assert len(images) == len(frames) == 8
+        assert images == [{"type": "image", "path": str(root / f["media_uri"]), "sha256": f["sha256"]} for f in frames]
+        assert [p["text"] for p in parts[1:-1:2]] == [f"t = {f['frame_ts']:g} s" for f in frames]
+        assert [p["type"] for p in parts[1:-1]] == ["text", "image"] * 8
+        times = [float(p["text"].split()[2]) for p in parts[1:-1:2]]
+        assert times == sorted(times) and times[0] == 0.0
+        assert parts[0]["text"] == "Frames of a video, in time order:" and parts[-1]["text"] == VIDEO_PROMPTS["fine"]
+        assert request.prompt_version == VIDEO_PROMPT_VERSION and world_from_json(request.hints["scene"]).keyframes
+    assert set(result.out["prompt_version"].to_pylist()) == {VIDEO_PROMPT_VERSION}
+    assert set(kept_ids(caption, videos, result)) == set(videos["asset_id"].to_pylist())  # frames stay live with their video
+
+
+def test_the_scripted_caption_of_a_video_tells_the_change_over_time(videos, root):
+    result, counts = run(videos, root, teachers(root))
+    assert (counts.n_in, counts.n_out) == (3, 3)
+    assert set(result.out["asset_id"].to_pylist()) == set(videos.filter(pc.equal(videos["kind"], "video"))["asset_id"].to_pylist())
+    for row in result.out.to_pylist():
+        clip = world_from_json(next(a["scene"] for a in videos.to_pylist() if a["asset_id"] == row["asset_id"]))
+        if row["style"] == "coarse":
+            assert row["text"] == clip_knowledge.caption_coarse(clip)
+            continue
+        assert row["text"] == clip_knowledge.caption_fine(clip)
+        assert "First, at the start" in row["text"] and "; then" in row["text"]
+        for t, verb, shape in clip_knowledge.events(clip):
+            assert f"at {t:.1f} s" in row["text"] and f"{shape.colour} {shape.kind}" in row["text"]
+
+
+def test_images_and_videos_are_captioned_together_and_frames_stay_live_with_their_video(assets, videos, root):
+    both = pa.concat_tables([assets, videos])
+    result, counts = run(both, root, Roles(captioner=FakeEngine(lambda r: "Failed" if len(images_of(r.messages)) > 1 else
+                                                                   "A picture of coloured shapes.")), max_retries=0)
+    assert (counts.n_in, counts.n_out, counts.n_rejected) == (7, 4, 3)  # 4 images kept, 3 videos too short
+    assert counts.by_reason == {"caption.too_short": 3}
+    live = kept_ids(caption, both, result)
+    assert set(live) == set(assets["asset_id"].to_pylist())  # a rejected video's frames leave with it

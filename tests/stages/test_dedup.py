@@ -521,3 +521,75 @@ def test_lake_rows_without_the_signature_contribute_their_phash_only(ctx):
                   old.slice(1), ctx)
     assert again.out["duplicate_of"].to_pylist() == [old_ids[1]]
     assert ", with this asset cropped by " in again.rejects["detail"].to_pylist()[0]
+
+
+# ----------------------------------------------------------------------------- videos and their frames
+
+
+def ingest_bytes(root, files: dict[str, bytes]) -> pa.Table:
+    """Assets of `files` (name -> bytes), through the real ingest stage: videos come with 8 frames each."""
+    from pipelines.stage import SOURCE_ITEMS
+    from pipelines.stages.ingest import ingest
+
+    rows = [{"source": "test", "source_ref": name, "path": None, "content": data, "scene": None, "fingerprint": name}
+            for name, data in files.items()]
+    ctx = StageContext(run_id="r", stage="ingest", stage_version=1, config_hash="c", root=root)
+    result = ingest(pa.Table.from_pylist(rows, schema=SOURCE_ITEMS), ctx)
+    assert result.rejects.num_rows == 0
+    return result.out
+
+
+@pytest.fixture(scope="module")
+def clip_files():
+    from pipelines.video import encode_clip
+    from pipelines.world.clips import make_clip, render_clip, render_frames
+
+    clip = make_clip("clip_objects", 5, size=96)
+    still = encode_clip([Image.new("RGB", (96, 96), (30, 80, 220))] * 16, 8, gop=8)  # eight identical frames
+    middle = render_frames(clip)[11]  # the frame the video's signature is taken from
+    return {"clip.mp4": render_clip(clip), "clip-reencoded.mp4": render_clip(clip, crf=35), "still.mp4": still,
+            "middle-frame.png": encode_png(middle), "other.mp4": render_clip(make_clip("clip_motion", 5, size=96))}
+
+
+def encode_png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_frames_are_never_compared_so_identical_frames_of_one_video_stay_unlinked(ctx, clip_files):
+    assets = ingest_bytes(ctx.root, {k: clip_files[k] for k in ("still.mp4", "clip.mp4")})
+    frames = [a for a in assets.to_pylist() if a["kind"] == "frame"]
+    assert len(frames) == 16 and len({f["phash"] for f in frames if f["source_ref"] == "still.mp4"}) == 1
+    result = dedup(assets, ctx.empty("assets"), ctx)
+    counts = account(dedup, assets, result)
+    assert (counts.n_in, counts.n_out, counts.n_rejected) == (2, 2, 0)  # two videos; frames are not items
+    assert result.out["duplicate_of"].null_count == assets.num_rows
+    assert result.out["asset_id"].to_pylist() == assets["asset_id"].to_pylist()
+
+
+def test_a_reencoded_video_is_linked_to_its_original_and_its_frames_leave_with_it(ctx, clip_files):
+    from pipelines.stage import kept_ids
+
+    assets = ingest_bytes(ctx.root, {k: clip_files[k] for k in ("clip.mp4", "other.mp4", "clip-reencoded.mp4")})
+    result = dedup(assets, ctx.empty("assets"), ctx)
+    ids = {a["source_ref"]: a["asset_id"] for a in assets.to_pylist() if a["kind"] == "video"}
+    assert result.rejects["subject_id"].to_pylist() == [ids["clip-reencoded.mp4"]]
+    assert result.rejects["reason"].to_pylist() == ["dedup.near_duplicate"]
+    linked = {a["asset_id"]: a["duplicate_of"] for a in result.out.to_pylist() if a["duplicate_of"]}
+    assert linked == {ids["clip-reencoded.mp4"]: ids["clip.mp4"]}
+    live = set(kept_ids(dedup, assets, result))
+    assert {a["source_ref"] for a in assets.to_pylist() if a["asset_id"] in live} == {"clip.mp4", "other.mp4"}
+    # Against the lake: the copy arriving in a later run finds the committed original.
+    lake = assets.filter(pa.compute.not_equal(assets["source_ref"], "clip-reencoded.mp4"))
+    copy = assets.filter(pa.compute.equal(assets["source_ref"], "clip-reencoded.mp4"))
+    later = dedup(copy, lake, ctx)
+    assert later.rejects["reason"].to_pylist() == ["dedup.near_duplicate"] and ids["clip.mp4"] in later.rejects["detail"][0].as_py()
+
+
+def test_a_video_is_never_linked_to_an_image_of_the_frame_it_is_hashed_from(ctx, clip_files):
+    assets = ingest_bytes(ctx.root, {k: clip_files[k] for k in ("clip.mp4", "middle-frame.png")})
+    video, image = (next(a for a in assets.to_pylist() if a["kind"] == kind) for kind in ("video", "image"))
+    assert (int(video["phash"], 16) ^ int(image["phash"], 16)).bit_count() <= 4  # they would be candidates
+    result = dedup(assets, ctx.empty("assets"), ctx)
+    assert result.rejects.num_rows == 0

@@ -223,3 +223,28 @@ def test_an_answer_with_leftover_tags_is_not_correct(small):
     (row,) = result.out.to_pylist()
     assert row["extracted"] in ("12", None)  # the last <answer> is "12"; a tag inside an answer is not an answer
     assert row["correct"] is (row["extracted"] == "12")
+
+
+def test_a_question_about_a_video_shows_the_policy_one_contact_sheet_of_its_frames(tmp_path):
+    from pipelines.video import contact_sheet
+    from stores.media import open_image
+    from tests.stages.fixtures import ingest_clips, items_of
+
+    clips = ingest_clips(tmp_path, clips=1)
+    (video,) = items_of(clips)
+    frames = sorted((a for a in clips.to_pylist() if a["parent_asset_id"] == video["asset_id"]), key=lambda a: a["frame_ts"])
+    engine = policy(["<think>x</think><answer>3</answer>"] * 2)
+    ctx = context("rollouts", tmp_path, Roles(policy=engine, judge=teacher()))
+    questions = questions_for(ctx, video["asset_id"], ids={"q-num"})
+    result = rollouts(questions, clips, ctx, group_size=2, with_image=[True])
+    assert account(rollouts, questions, result).n_out == 1
+    (request,) = engine.requests
+    (sheet,) = images_of(request.messages)
+    stored = open_image(sheet["path"])
+    assert sheet["path"].startswith(str(tmp_path / "media")) and stored.size == (288, 288)  # 3x3 tiles of 96 px
+    expected = contact_sheet([open_image(tmp_path / f["media_uri"]) for f in frames])
+    assert list(stored.getdata()) == list(expected.getdata())
+    again = policy(["<think>x</think><answer>3</answer>"] * 2)
+    rollouts(questions, clips, context("rollouts", tmp_path, Roles(policy=again, judge=teacher())), group_size=2,
+             with_image=[True])
+    assert images_of(again.requests[0].messages) == [sheet]  # content-addressed: the same frames, the same file

@@ -2,13 +2,14 @@
 
 import json
 
+import pyarrow.compute as pc
 import pytest
 
-from pipelines.engines.base import Response
+from pipelines.engines.base import Response, images_of, text_of
 from pipelines.stage import account, kept_ids
 from pipelines.stages.synthesize_qa import synthesize_qa
 from pipelines.wethink import PROMPT_VERSION
-from pipelines.world import invalid_items, qa_items, scene_from_json
+from pipelines.world import invalid_items, knowledge_of, qa_items, scene_from_json, world_from_json
 from schemas import make_id
 from tests.stages.fixtures import (
     Counting,
@@ -17,7 +18,9 @@ from tests.stages.fixtures import (
     attempt,
     context,
     failing,
+    ingest_clips,
     ingest_scenes,
+    items_of,
     scene_of,
     scripted,
     teacher,
@@ -70,7 +73,7 @@ def writer(propose) -> FakeEngine:
 
     def reply(request):
         if request.task == "synthesize_qa.write":
-            questions = propose(scene_from_json(request.hints["scene"]))
+            questions = propose(world_from_json(request.hints["scene"]))
             return "```json\n" + json.dumps({"questions": questions}) + "\n```"
         (response,) = oracle.generate([request])
         return response
@@ -389,3 +392,53 @@ def test_mmupt_drops_questions_without_a_clear_majority(assets, captions, root):
 
 def scene_for(assets, asset_id: str):
     return scene_from_json(next(a["scene"] for a in assets.to_pylist() if a["asset_id"] == asset_id))
+
+
+# ---- videos: one item each, questions over time --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def clips(root):
+    return ingest_clips(root, clips=3)  # one clip per clip family, 8 frames each
+
+
+@pytest.fixture(scope="module")
+def clip_captions(root, clips):
+    return true_captions(context("caption", root), clips)
+
+
+def test_questions_about_a_video_name_the_video_and_the_vlm_answers_from_its_frames(clips, clip_captions, root):
+    vlm = Counting(teacher())
+    result, counts = run(clips, clip_captions, root, Roles(reasoner=teacher(), captioner=vlm, judge=teacher()),
+                         questions_per_image=ALL)
+    assert (counts.n_in, counts.n_out, counts.n_rejected) == (3, 3, 0)  # three videos; their 24 frames are not items
+    kept = {(r["asset_ids"][0], r["question"]): r for r in result.out.to_pylist()}
+    for video in items_of(clips):
+        clip = scene_of(video)
+        for item in knowledge_of(clip).qa_items(clip):  # every clip item combines temporal_reasoning with another
+            row = kept.pop((video["asset_id"], item.question))
+            assert (row["answer"], row["abilities"], row["category"]) == (item.answer, list(item.abilities), clip.family)
+            assert "temporal_reasoning" in row["abilities"]
+    assert kept == {} and result.rejects.num_rows == 0
+    answers = [r for r in vlm.requests if r.task == "synthesize_qa.answer"]
+    assert len(answers) == result.out.num_rows and all(len(images_of(r.messages)) == 8 for r in answers)
+    assert kept_ids(synthesize_qa, clips, result) == [a["asset_id"] for a in items_of(clips)] + \
+        [a["asset_id"] for a in clips.to_pylist() if a["parent_asset_id"] is not None]
+
+
+def test_temporal_reasoning_is_offered_and_allowed_for_videos_only(assets, captions, clips, clip_captions, root):
+    def propose(graph):  # one of the world's own items, claiming temporal reasoning too
+        item = next(i for i in knowledge_of(graph).qa_items(graph) if i.answer_type == "num" and len(i.abilities) >= 2)
+        return [{**item_json(item), "abilities": sorted({*item.abilities, "temporal_reasoning"})}]
+
+    image, video = assets.slice(0, 1), clips.filter(pc.equal(clips["source_ref"], items_of(clips)[0]["source_ref"]))
+    for asset_rows, asset_captions, allowed in ((image, captions, False), (video, clip_captions, True)):
+        reasoner = writer(propose)
+        result, counts = run(asset_rows, asset_captions, root, Roles(reasoner=reasoner, captioner=teacher(), judge=teacher()))
+        (prompt,) = [text_of(r.messages) for r in reasoner.requests if r.task == "synthesize_qa.write"]
+        assert ("temporal_reasoning" in prompt) is allowed
+        assert prompt.startswith("You write reasoning questions about " + ("a video" if allowed else "an image"))
+        if allowed:
+            assert counts.n_out == 1 and "temporal_reasoning" in result.out["abilities"][0].as_py()
+        else:
+            assert counts.by_reason == {"synthesize_qa.unknown_ability": 1}
+            assert "['temporal_reasoning'] are not in the taxonomy" in result.rejects["detail"][0].as_py()
