@@ -169,13 +169,31 @@ class CallCache:
             return conn
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")     # readers never wait for the writer
+        _set_wal(conn)                                # readers never wait for the writer
         conn.execute("PRAGMA synchronous = NORMAL")   # in WAL mode: a killed process loses no commit
         conn.executescript(_SCHEMA)
         self._local.conn, self._local.pid = conn, os.getpid()
         with self._connections_lock:
             self._connections.append(conn)
         return conn
+
+
+def _set_wal(conn: sqlite3.Connection) -> None:
+    """Switch the file to WAL (it stays WAL once switched).
+
+    Two processes creating the file at once can both ask for the switch, and SQLite answers the
+    loser "database is locked" at once, without waiting on the busy timeout: retry until it holds.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 class CachedEngine:
