@@ -6,6 +6,7 @@
     flow sql "SELECT answer_type, count(*) FROM questions GROUP BY 1" --dataset wethink
     flow diff wethink 1 2
     flow show wethink <question_id>
+    flow versions wethink --stages            # per stage: items, rejects, model calls, tokens, seconds
 
 Tables for people by default; `--format json|csv|parquet` (and `--output FILE`) for scripts.
 Only `run` starts Prefect; the rest read the lake directly and answer in well under a second.
@@ -91,8 +92,18 @@ def datasets(format: Format = FORMAT):
 
 
 @app.command()
-def versions(dataset: str = typer.Argument(..., help="dataset name"), format: Format = FORMAT, output: Optional[Path] = OUTPUT):
+def versions(dataset: str = typer.Argument(..., help="dataset name"), format: Format = FORMAT, output: Optional[Path] = OUTPUT,
+             stages: bool = typer.Option(False, "--stages", help="one row per stage of each version's run: items, "
+                                                                 "rejects, model calls, tokens, seconds (table stage_stats)"),
+             version: Optional[int] = typer.Option(None, "--version", "-v", help="with --stages: this version only")):
     """List a dataset's versions (DuckLake snapshots), oldest first."""
+    if stages:
+        from flows.stage_stats import for_people, stage_rows
+
+        with _lake(dataset) as lake:
+            rows = stage_rows(lake, version=version)
+        _emit_rows(for_people(rows) if format == Format.table else rows, format, output)
+        return
     with _lake(dataset) as lake:
         rows = lake.versions()
     for row in rows:

@@ -22,6 +22,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.recipes import Recipe, load_recipe
 from flows.run_tables import RunTables, related, shards, table_fingerprint, with_row_hash
 from pipelines.engines import EngineRegistry
+from pipelines.engines.counting import CountedEngines, add_tallies
 from pipelines.sources import source_items
 from pipelines.stage import Accounting, StageContext, StageResult, account, item_ids, kept_ids
 from pipelines.stages import STAGES
@@ -60,14 +61,16 @@ def run_shard(stage: str, shard_index: int, cache_key: str, inputs: dict, params
               engines: EngineRegistry, progress) -> dict:
     """Run one stage on one shard and stage its output as Parquet; return a reference to it."""
     spec = STAGES[stage]
-    ctx = StageContext(**context, engines=engines, progress=progress)
+    counted = CountedEngines(engines)  # this task's own call and token counts (engines are shared by stages)
+    ctx = StageContext(**context, engines=counted, progress=progress)
     started = time.perf_counter()
     result: StageResult = spec(*[inputs[name] for name in spec.reads], ctx, **params)
     counts = account(spec, inputs[spec.subject], result)
     tables = {"out": with_row_hash(spec.writes, result.out), "rejects": with_row_hash("rejects", result.rejects)}
     tables |= {f"side-{name}": with_row_hash(name, rows) for name, rows in result.side.items()}
     meta = {"n_in": counts.n_in, "n_out": counts.n_out, "n_rejected": counts.n_rejected, "by_reason": counts.by_reason,
-            "kept": kept_ids(spec, inputs[spec.subject], result), "wall_s": round(time.perf_counter() - started, 3)}
+            "kept": kept_ids(spec, inputs[spec.subject], result), "wall_s": round(time.perf_counter() - started, 3),
+            "calls": counted.tally.to_dict()}
     return Staging(Path(context["root"])).write(stage, cache_key, tables, meta)
 
 
@@ -103,9 +106,9 @@ def run_recipe(recipe_name: str, overrides: list[str] | None = None, dataset: st
         with _progress(show_progress) as bars:
             for step in recipe.steps:
                 steps.append(_run_step(step, recipe, tables, registry, staging, root, run_id, start_version, bars))
-        stage_counts = pa.Table.from_pylist([s["row"] for s in steps], schema=TABLES["stage_counts"].schema)
+        stage_stats = pa.Table.from_pylist([s["row"] for s in steps], schema=TABLES["stage_stats"].schema)
         commit = lake.commit(tables.for_lake(), run_id=run_id, recipe=recipe.name, config_hash=recipe.config_hash,
-                             config=recipe.resolved(), stage_counts=stage_counts)
+                             config=recipe.resolved(), stage_stats=stage_stats)
     finally:
         lake.close()
     summary = {"dataset": recipe.dataset, "root": str(root), "recipe": recipe.name, "run_id": run_id,
@@ -140,11 +143,14 @@ def _run_step(step, recipe: Recipe, tables: RunTables, registry: EngineRegistry,
         options = {} if staging.has(spec.name, key) else {"refresh_cache": True}  # staged files gone: recompute
         futures.append(run_shard.with_options(**options).submit(
             spec.name, index, key, shard_inputs, step.params, context, registry, bar.advance))
-    total, outs, rejects, sides, kept, cached = Accounting(0, 0, 0, {}), [], [], {}, [], 0
+    total, outs, rejects, sides, kept, cached, calls = Accounting(0, 0, 0, {}), [], [], {}, [], 0, []
     for future, shard in zip(futures, subject_shards):
         reference = future.result()
-        cached += future.state.name == "Cached"
+        shard_cached = future.state.name == "Cached"
+        cached += shard_cached
         staged, meta = staging.read(reference)
+        if not shard_cached:  # a cached shard's calls were made (and counted) by the run that computed it
+            calls.append(meta.get("calls", {}))
         outs.append(staged["out"])
         rejects.append(staged["rejects"])
         for name, rows in staged.items():
@@ -156,11 +162,13 @@ def _run_step(step, recipe: Recipe, tables: RunTables, registry: EngineRegistry,
     out = pa.concat_tables(outs) if outs else TABLES[spec.writes].schema.empty_table()
     tables.apply(spec, out, pa.concat_tables(rejects), {n: pa.concat_tables(r) for n, r in sides.items()}, kept)
     wall_s = round(time.perf_counter() - started, 3)
-    row = {"stage_count_id": make_id("stage_count", run_id, step.index, spec.name), "run_id": run_id,
+    row = {"stage_stats_id": make_id("stage_stats", run_id, step.index, spec.name), "run_id": run_id,
            "step_index": step.index, "stage": spec.name, "stage_version": spec.version, "unit": spec.unit,
            "n_in": total.n_in, "n_out": total.n_out, "n_rejected": total.n_rejected,
-           "rejected_by_reason": total.to_json(), "n_shards": len(subject_shards), "n_shards_cached": cached, "wall_s": wall_s}
-    summary = {k: row[k] for k in ("stage", "unit", "n_in", "n_out", "n_rejected", "n_shards", "n_shards_cached", "wall_s")}
+           "rejected_by_reason": total.to_json(), "n_shards": len(subject_shards), "n_shards_cached": cached,
+           **add_tallies(calls), "wall_s": wall_s}
+    summary = {k: row[k] for k in ("stage", "unit", "n_in", "n_out", "n_rejected", "n_shards", "n_shards_cached",
+                                   "n_calls_made", "n_calls_cached", "prompt_tokens", "completion_tokens", "wall_s")}
     summary["rejected_by_reason"] = total.by_reason
     return {"row": row, "summary": summary}
 
@@ -170,12 +178,14 @@ def summary_markdown(summary: dict) -> str:
     head = (f"# {summary['recipe']} on `{summary['dataset']}`\n\n"
             + (f"Committed **version {version}** (run `{summary['run_id']}`, config `{summary['config_hash'][:12]}`).\n\n"
                if version is not None else f"Nothing changed: the dataset stays at version {summary['previous_version']}.\n\n"))
-    lines = ["| step | stage | in | kept | rejected | top reject reasons | shards (cached) | seconds |",
-             "|---|---|---:|---:|---:|---|---|---:|"]
+    lines = ["| step | stage | in | kept | rejected | top reject reasons | shards (cached) | model calls (cached) "
+             "| tokens in / out | seconds |",
+             "|---|---|---:|---:|---:|---|---|---:|---:|---:|"]
     for i, s in enumerate(summary["steps"], 1):
         reasons = ", ".join(f"{r} {n}" for r, n in sorted(s["rejected_by_reason"].items(), key=lambda x: -x[1])[:3])
         lines.append(f"| {i} | {s['stage']} | {s['n_in']} | {s['n_out']} | {s['n_rejected']} | {reasons} | "
-                     f"{s['n_shards']} ({s['n_shards_cached']}) | {s['wall_s']} |")
+                     f"{s['n_shards']} ({s['n_shards_cached']}) | {s.get('n_calls_made', 0)} ({s.get('n_calls_cached', 0)}) | "
+                     f"{s.get('prompt_tokens', 0)} / {s.get('completion_tokens', 0)} | {s['wall_s']} |")
     rows = ["", "| table | rows added | rows removed |", "|---|---:|---:|"]
     rows += [f"| {t} | {summary['added'].get(t, 0)} | {summary['removed'].get(t, 0)} |" for t in sorted(summary["added"])]
     return head + "\n".join(lines + rows) + "\n"

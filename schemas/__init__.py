@@ -20,11 +20,11 @@ TABLES: dict[str, Table] = {
         policies.TABLE,
         rejects.TABLE,
         runs.VERSIONS,
-        runs.STAGE_COUNTS,
+        runs.STAGE_STATS,
     )
 }
 
 # Tables a run appends to (one row per run); every other table is keyed by content and upserted.
-RUN_TABLES = ("versions", "stage_counts")
+RUN_TABLES = ("versions", "stage_stats")
 
 __all__ = ["TABLES", "RUN_TABLES", "SCHEMA_VERSION", "LINEAGE_COLUMNS", "Table", "content_columns", "make_id"]

@@ -1,4 +1,11 @@
-"""versions and stage_counts: what each committed recipe run was, and what every stage did in it."""
+"""versions and stage_stats: what each committed recipe run was, and what every stage did in it.
+
+`stage_stats` was `stage_counts` up to schema version 3 (in, kept, rejected, shards, wall time); version 4
+renamed it and added the model calls and tokens. A dataset written before keeps its runs readable:
+the first commit with this code renames the table in place (old rows get NULL calls and tokens: not
+recorded), and until then the lake reads `stage_counts` as `stage_stats` (see stores/lake.py RENAMED).
+Time travel to a version older than the rename reads the old name: `stage_counts AT (VERSION => n)`.
+"""
 
 from datetime import datetime
 
@@ -20,10 +27,10 @@ class Version(Row):
     created_at: datetime
 
 
-class StageCount(Row):
-    """Items in, kept and rejected by one stage in one run: in = kept + rejected, always."""
+class StageStats(Row):
+    """What one stage did in one run: items in, kept and rejected (in = kept + rejected, always), model calls, tokens, time."""
 
-    stage_count_id: str
+    stage_stats_id: str
     run_id: str
     step_index: int
     stage: str
@@ -35,8 +42,14 @@ class StageCount(Row):
     rejected_by_reason: str = Field(description="JSON: reason slug -> count")
     n_shards: int
     n_shards_cached: int
+    # Model calls of the shards this run computed (a shard Prefect answered from its task cache makes none).
+    # None on rows written before schema version 4, which did not record them.
+    n_calls_made: int | None = Field(None, description="calls sent to a model (paid)")
+    n_calls_cached: int | None = Field(None, description="requests answered from the call cache instead")
+    prompt_tokens: int | None = Field(None, description="prompt tokens of the calls made, as the engines report them")
+    completion_tokens: int | None = Field(None, description="completion tokens of the calls made")
     wall_s: float
 
 
 VERSIONS = table("versions", Version, "version")
-STAGE_COUNTS = table("stage_counts", StageCount, "stage_count_id")
+STAGE_STATS = table("stage_stats", StageStats, "stage_stats_id")

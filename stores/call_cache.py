@@ -14,6 +14,7 @@ What is replayed:
 - a transient error (`transient` True: timeout, 5xx, 429, dropped connection): recorded for audit
   but never replayed; the next run asks again, and its result replaces the row.
 A replayed response carries `usage["cached"] = True`; texts, error, usage and latency are as stored.
+So does the repeat of a request asked earlier in the same batch (asked once, answered for both).
 
 Concurrency: SQLite in WAL mode with a busy timeout, one connection per thread and process, each
 write batch one `BEGIN IMMEDIATE` transaction with an upsert on the key, so threads and processes
@@ -246,7 +247,10 @@ class CachedEngine:
         with self._counts_lock:
             self.misses += len(first_of)
             self.hits += len(requests) - len(first_of)
-        return [found[call_id] for call_id in call_ids]
+        # A repeat of a request asked in this batch was answered without a call of its own: it reads as
+        # replayed, so whoever counts responses (per-stage stats) counts what `hits` counts.
+        return [found[call_id] if first_of.get(call_id, index) == index else _as_replayed(found[call_id])
+                for index, call_id in enumerate(call_ids)]
 
     def _ask(self, asked: list[Request]) -> list[Response]:
         """The inner engine's answers. An engine that can report answers as they finish (`generate_iter`)
@@ -267,6 +271,10 @@ class CachedEngine:
 
     def __repr__(self) -> str:
         return f"CachedEngine({self.inner!r}, {self.cache!r})"
+
+
+def _as_replayed(response: Response) -> Response:
+    return response if response.usage.get("cached") else replace(response, usage={**response.usage, "cached": True})
 
 
 def _row(request: Request, response: Response, engine: str, model: str, revision: str, created_at: str) -> tuple:

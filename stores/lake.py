@@ -50,6 +50,12 @@ VIEWS = {
     """,
 }
 
+# Tables renamed since a dataset may have been written: new name -> (old name, {old column: new column}).
+# The next commit renames them in place (DuckLake keeps their rows and history: versions before the
+# rename answer to the old name with `AT (VERSION => n)`); until then reads of the new name see the old
+# table, new columns NULL.
+RENAMED = {"stage_stats": ("stage_counts", {"stage_count_id": "stage_stats_id"})}
+
 
 @dataclass(frozen=True)
 class Commit:
@@ -93,6 +99,7 @@ class Lake:
         lake = cls(con, root, read_only)
         lake._check_schema_version()
         if read_only:
+            lake._view_renamed_tables()
             # Defence in depth behind the statement check in `sql`: no files, no new attachments.
             con.execute("SET allowed_directories = ?", [[f"{root / 'data'}/"]])
             con.execute("SET enable_external_access = false")
@@ -118,14 +125,44 @@ class Lake:
     def table(self, name: str, *, version: int | None = None) -> pa.Table:
         """All rows of `name` as of `version` (latest when None)."""
         known = self.tables()
-        if name not in known:
-            if name in TABLES:  # declared but never written: an empty table of the right shape
-                return TABLES[name].schema.empty_table()
-            raise UnknownTable(name, sorted(set(known) | set(TABLES)))
         if version is not None:
             self._check_version(version)
         at = "" if version is None else f" AT (VERSION => {int(version)})"
-        return self._con.execute(f"SELECT * FROM lake.{name}{at}").fetch_arrow_table()
+        old_name = RENAMED.get(name, (None,))[0]
+        if name not in known:
+            if old_name in known:  # a dataset written before the rename, not committed to since
+                return self._renamed_rows(name, self._con.execute(f"SELECT * FROM lake.{old_name}{at}").fetch_arrow_table())
+            if name in TABLES:  # declared but never written: an empty table of the right shape
+                return TABLES[name].schema.empty_table()
+            raise UnknownTable(name, sorted(set(known) | set(TABLES)))
+        try:
+            return self._con.execute(f"SELECT * FROM lake.{name}{at}").fetch_arrow_table()
+        except duckdb.CatalogException:
+            if old_name is None or version is None:
+                raise
+            # `version` predates the rename: the table had its old name then.
+            return self._renamed_rows(name, self._con.execute(f"SELECT * FROM lake.{old_name}{at}").fetch_arrow_table())
+
+    def _renamed_rows(self, name: str, rows: pa.Table) -> pa.Table:
+        """Rows of a table under its old name, in the new table's schema (new columns NULL)."""
+        columns = RENAMED[name][1]
+        rows = rows.rename_columns([columns.get(c, c) for c in rows.column_names])
+        schema = TABLES[name].schema
+        return pa.table({f.name: rows.column(f.name).cast(f.type) if f.name in rows.column_names
+                         else pa.nulls(rows.num_rows, f.type) for f in schema}, schema=schema)
+
+    def _view_renamed_tables(self) -> None:
+        """Let SQL name a renamed table by its new name on a dataset written before the rename."""
+        known = set(self.tables())
+        for name, (old_name, columns) in RENAMED.items():
+            if name in known or old_name not in known:
+                continue
+            have = [r[0] for r in self._con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE database_name='lake' AND table_name=?", [old_name]).fetchall()]
+            select = [f"{old} AS {new}" for old, new in columns.items()] + [
+                f.name if f.name in have else f"NULL::{_duckdb_type(f.type)} AS {f.name}"
+                for f in TABLES[name].schema if f.name not in columns.values()]
+            self._con.execute(f"CREATE TEMP VIEW {name} AS SELECT {', '.join(select)} FROM lake.{old_name}")
 
     def sql(self, query: str) -> pa.Table:
         """Run one or more read-only statements; return the last result. Writes raise ReadOnlyLake."""
@@ -204,7 +241,7 @@ class Lake:
     # ---- writing -------------------------------------------------------------------------------
 
     def commit(self, tables: dict[str, pa.Table], *, run_id: str, recipe: str, config_hash: str,
-               config: dict, stage_counts: pa.Table | None = None, name: str | None = None) -> Commit:
+               config: dict, stage_stats: pa.Table | None = None, name: str | None = None) -> Commit:
         """Upsert every table and record the run, in one transaction = one snapshot = one version.
 
         Nothing is committed (and no version is made) when no table gains, loses or changes a row.
@@ -225,8 +262,8 @@ class Lake:
                 return Commit(None, added, removed)
             version = con.execute("SELECT max(snapshot_id) + 1 FROM lake.snapshots()").fetchone()[0]
             counts = {t: {"added": added.get(t, 0), "removed": removed.get(t, 0)} for t in sorted(set(added) | set(removed))}
-            if stage_counts is not None and stage_counts.num_rows:
-                self._append("stage_counts", stage_counts)
+            if stage_stats is not None and stage_stats.num_rows:
+                self._append("stage_stats", stage_stats)
             version_row = {
                 "version": version, "name": name or f"v{version}", "run_id": run_id, "recipe": recipe,
                 "config_hash": config_hash, "config": json.dumps(config, sort_keys=True, default=str),
@@ -251,6 +288,12 @@ class Lake:
 
     def _ensure_tables(self) -> None:
         existing = set(self.tables())
+        for table_name, (old_name, columns) in RENAMED.items():
+            if old_name in existing and table_name not in existing:
+                self._con.execute(f"ALTER TABLE lake.{old_name} RENAME TO {table_name}")
+                for old_column, new_column in columns.items():
+                    self._con.execute(f"ALTER TABLE lake.{table_name} RENAME COLUMN {old_column} TO {new_column}")
+                existing = (existing - {old_name}) | {table_name}
         for table_name, spec in TABLES.items():
             if table_name not in existing:
                 self._con.register("_empty", spec.schema.empty_table())
@@ -289,8 +332,9 @@ class Lake:
     def _append(self, table_name: str, rows: pa.Table) -> None:
         spec = TABLES[table_name]
         self._con.register("_staged", rows.select(spec.schema.names).cast(spec.schema))
+        columns = ", ".join(spec.schema.names)  # by name: a table that gained columns has them at its end
         try:
-            self._con.execute(f"INSERT INTO lake.{table_name} SELECT * FROM _staged")
+            self._con.execute(f"INSERT INTO lake.{table_name} ({columns}) SELECT {columns} FROM _staged")
         finally:
             self._con.unregister("_staged")
 

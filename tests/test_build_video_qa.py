@@ -48,7 +48,7 @@ def test_the_run_commits_a_version_with_videos_frames_and_questions_about_videos
 
 def test_every_stage_accounts_for_every_item_and_frames_are_never_items(built):
     run_id = built["first"]["run_id"]
-    counts = {r["stage"]: r for r in sql(built, f"SELECT * FROM stage_counts WHERE run_id = '{run_id}'")}
+    counts = {r["stage"]: r for r in sql(built, f"SELECT * FROM stage_stats WHERE run_id = '{run_id}'")}
     assert list(counts) == ["ingest", "dedup", "caption", "synthesize_qa", "distill_cot", "verify", "rollouts"]
     for stage, row in counts.items():
         assert row["n_in"] == row["n_out"] + row["n_rejected"], stage

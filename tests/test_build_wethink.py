@@ -23,13 +23,13 @@ def test_first_run_is_version_1_and_every_table_has_rows(built):
     assert built["first"]["version"] == 1
     with Lake.open(built["root"], read_only=True) as lake:
         for table in ("assets", "captions", "questions", "cots", "verdicts", "rollouts", "difficulty", "mixtures",
-                      "policies", "rejects", "versions", "stage_counts"):
+                      "policies", "rejects", "versions", "stage_stats"):
             assert lake.table(table, version=1).num_rows > 0, table
 
 
 def test_every_stage_accounts_for_every_item_by_sql(built):
     run_id = built["first"]["run_id"]
-    counts = {r["stage"]: r for r in sql(built, f"SELECT * FROM stage_counts WHERE run_id = '{run_id}'")}
+    counts = {r["stage"]: r for r in sql(built, f"SELECT * FROM stage_stats WHERE run_id = '{run_id}'")}
     assert len(counts) == 12
     for stage, row in counts.items():
         assert row["n_in"] == row["n_out"] + row["n_rejected"], stage
@@ -48,6 +48,8 @@ def test_every_stage_accounts_for_every_item_by_sql(built):
         assert counts[after]["n_in"] == counts[before]["n_out"], after
     assert counts["grpo"]["n_in"] == counts["select"]["n_out"] > 0
     assert counts["rescore"]["n_in"] == counts["rollouts"]["n_out"]
+    # Every model call of the run is counted by exactly one stage.
+    assert sum(row["n_calls_made"] for row in counts.values()) == built["first"]["model_calls"]["misses"] > 0
 
 
 def test_bad_media_is_quarantined_with_its_reason_and_the_run_completes(built):
