@@ -7,6 +7,7 @@
     flow diff wethink 1 2
     flow show wethink <question_id>
     flow versions wethink --stages            # per stage: items, rejects, model calls, tokens, seconds
+    flow deploy | flow serve                  # the recipes as scheduled Prefect deployments (prefect.yaml)
 
 Tables for people by default; `--format json|csv|parquet` (and `--output FILE`) for scripts.
 Only `run` starts Prefect; the rest read the lake directly and answer in well under a second.
@@ -157,6 +158,36 @@ def show(dataset: str = typer.Argument(..., help="dataset name"),
         typer.echo(json.dumps(record, indent=2, default=str))
     else:
         render_record(record)
+
+
+@app.command()
+def deploy(names: Optional[list[str]] = typer.Argument(None, help="deployments of prefect.yaml (default: all)"),
+           check: bool = typer.Option(False, "--check", help="only check prefect.yaml against the recipes; register nothing"),
+           format: Format = FORMAT):
+    """Register the recipes' scheduled deployments (prefect.yaml) with the Prefect server at PREFECT_API_URL."""
+    from flows import deployments
+
+    if check:
+        chosen = deployments.select(names)
+        _emit_rows([{"deployment": d["name"], "recipe": (d.get("parameters") or {}).get("recipe_name"),
+                     "schedules": " | ".join(s["cron"] for s in d.get("schedules") or []),
+                     "work_pool": d["work_pool"]["name"]} for d in chosen], format, None)
+        return
+    rows = deployments.deploy(names)
+    if format == Format.table:
+        rows = [{**r, "schedules": ", ".join(r["schedules"]), "parameters": json.dumps(r["parameters"])} for r in rows]
+    _emit_rows(rows, format, None)
+    pools = sorted({r["work_pool"] for r in rows if r["work_pool"]})
+    typer.echo(f"Start a worker to run them: prefect worker start --pool {pools[0] if pools else 'thinkmill'}", err=True)
+
+
+@app.command()
+def serve(names: Optional[list[str]] = typer.Argument(None, help="deployments of prefect.yaml (default: all)"),
+          limit: Optional[int] = typer.Option(None, help="most flow runs at once (default: no limit)")):
+    """Serve the recipes' deployments from this process, with their schedules (one machine, no worker)."""
+    from flows import deployments
+
+    deployments.serve(names, limit=limit)
 
 
 cache_app = typer.Typer(no_args_is_help=True, help="The dataset's call cache: every model call, replayed on re-runs.")

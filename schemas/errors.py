@@ -12,7 +12,8 @@ ThinkmillError
 │   ├── UnknownEngine
 │   ├── EngineUnavailable   a model could not be loaded or reached
 │   └── EngineTimeout
-└── AccountingError      a stage lost or invented items (in != out + rejects): a bug in the stage
+├── AccountingError      a stage lost or invented items (in != out + rejects): a bug in the stage
+└── NoPrefectServer      `flow deploy` / `flow serve` with no Prefect server to talk to (says how to start one)
 """
 
 from difflib import get_close_matches
@@ -101,4 +102,14 @@ class AccountingError(ThinkmillError, AssertionError):
         super().__init__(
             f"stage {stage!r} lost track of items: {n_in} in, {n_out} kept + {n_rejected} rejected "
             f"= {n_out + n_rejected}. Items neither kept nor rejected (first 5): {lost[:5]}. This is a bug in the stage."
+        )
+
+
+class NoPrefectServer(ThinkmillError, ConnectionError):
+    def __init__(self, why: str, command: str):
+        super().__init__(
+            f"`flow {command}` needs a Prefect server: {why}. Start one and point Prefect at it:\n"
+            "  prefect server start --host 127.0.0.1 --port 4200 &\n"
+            "  export PREFECT_API_URL=http://127.0.0.1:4200/api\n"
+            "(`flow run` needs none: it runs a recipe in-process.)"
         )
