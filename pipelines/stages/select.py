@@ -12,7 +12,9 @@ than 50 rollouts: `select.thinklite_sc.too_few_rollouts`; no MCTS row for `mcts_
 `select.mcts_hard.no_mcts_row`). Rows of methods no rule reads pass through unjudged.
 
 A rule is a name, or a name with parameters: `rules: [dapo, {mcts_hard: {max_easy_iters: 8}}]`.
-`rule: <name>` (one rule) still works, for recipes written before `rules`.
+`rule: <name>` (one rule) still works, for recipes written before `rules`; set one of the two
+(`--set select.rule=null` clears a recipe's `rule`). Scripts get the same decision from difficulty
+row dicts with `kept_questions(rows, rules)`.
 """
 
 import inspect
@@ -37,21 +39,13 @@ def select(difficulty: pa.Table, ctx: StageContext, *, rules: list[RuleName | di
            rule: RuleName | None = None) -> StageResult:
     """`rules`: the rules a question must all pass (default [dapo]); `rule`: one rule, the older spelling."""
     chosen = parse_rules(rules, rule)
-    needed = {READS[name] for name, _ in chosen}
     rows = [{k: v for k, v in row.items() if k not in LINEAGE} for row in difficulty.to_pylist()]
-    candidates: dict[tuple, dict[str, dict]] = {}
-    for row in rows:
-        candidates.setdefault((row["question_id"], row["policy_id"]), {})[row["method"]] = row
     rejects = []
-    for (question_id, policy_id), by_method in candidates.items():
-        judged = [row for method, row in by_method.items() if method in needed]
-        if not judged:
-            continue  # nothing here for these rules to read (e.g. only RAP rows under [dapo])
-        verdicts = [(name, judge(name, params, by_method)) for name, params in chosen]
+    for (question_id, _), (judged, verdicts) in decide(rows, chosen).items():
         kept = all(verdict.kept for _, verdict in verdicts)
         reason = "; ".join(f"{name}: {'refused: ' if v.kept is None else ''}{v.why}" for name, v in verdicts)
         weights = [v.weight for _, v in verdicts if v.weight is not None]
-        for row in judged:
+        for row in judged:  # the dicts in `rows`: annotated in place
             row.update(selected=kept, reason=reason, weight=weights[0] if weights else row.get("weight"),
                        detail=_with_verdicts(row.get("detail"), chosen, verdicts))
         if not kept:
@@ -60,6 +54,24 @@ def select(difficulty: pa.Table, ctx: StageContext, *, rules: list[RuleName | di
             rejects += [ctx.reject(row["difficulty_id"], slug, f"question {question_id}: {first.why}") for row in judged]
     ctx.progress(difficulty.num_rows)
     return StageResult(ctx.rows("difficulty", rows), ctx.rejects(rejects))
+
+
+def decide(rows: list[dict], chosen: list[tuple[str, dict]]) -> dict[tuple[str, str], tuple[list[dict], list[tuple[str, Verdict]]]]:
+    """Per (question, policy): the rows the rules read, and every rule's verdict. Questions with no row any
+    rule reads are left out (they pass through `select` unjudged). `chosen`: `parse_rules`' output."""
+    needed = {READS[name] for name, _ in chosen}
+    candidates: dict[tuple[str, str], dict[str, dict]] = {}
+    for row in rows:
+        candidates.setdefault((row["question_id"], row["policy_id"]), {})[row["method"]] = row
+    return {key: ([row for method, row in by_method.items() if method in needed],
+                  [(name, judge(name, params, by_method)) for name, params in chosen])
+            for key, by_method in candidates.items() if needed & set(by_method)}
+
+
+def kept_questions(rows: list[dict], rules: list[str | dict[str, dict]]) -> set[tuple[str, str]]:
+    """(question_id, policy_id) pairs every rule keeps: `select`'s decision as a plain function of difficulty
+    row dicts (e.g. `kept_questions(rows, ["mcts_hard"])` for the MCTS subset, `["thinklite_sc"]` for SC's)."""
+    return {key for key, (_, verdicts) in decide(rows, parse_rules(rules, None)).items() if all(v.kept for _, v in verdicts)}
 
 
 def judge(name: str, params: dict, by_method: dict[str, dict]) -> Verdict:

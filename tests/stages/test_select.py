@@ -249,3 +249,14 @@ def test_an_unknown_rule_in_a_recipe_fails_when_the_recipe_loads():
 
     with pytest.raises(RecipeError, match="'mcts_hard'"):  # the message lists the rules there are
         load_recipe("build-wethink", ["select.rules=[mcts_hardd]"])
+
+
+def test_the_decision_is_a_plain_function_of_row_dicts_too(ctx):
+    from pipelines.stages.select import kept_questions
+
+    table = mcts_rows(ctx, {"hard": 9, "easy": 2, "never": None}, with_group_stats={"hard": 0.5, "easy": 0.5, "never": 0.0})
+    rows = table.to_pylist()
+    assert kept_questions(rows, ["mcts_hard"]) == {("q-hard", P), ("q-never", P)}
+    assert kept_questions(rows, ["thinklite_online", "mcts_hard"]) == {("q-hard", P)}
+    staged = run(table, ctx, rules=["thinklite_online", "mcts_hard"])
+    assert {(r["question_id"], r["policy_id"]) for r in staged.out.to_pylist() if r["selected"]} == {("q-hard", P)}
