@@ -59,6 +59,6 @@ def test_select_keeps_exactly_the_unsolved_and_the_late_solved_and_marks_them(bu
 
 
 def test_every_stage_accounts_for_every_item(built):
-    counts = sql(built, "SELECT stage, n_in, n_out, n_rejected FROM stage_counts")
+    counts = sql(built, "SELECT stage, n_in, n_out, n_rejected FROM stage_stats")
     assert {c["stage"] for c in counts} >= {"rollouts", "difficulty", "mcts", "select"}
     assert all(c["n_in"] == c["n_out"] + c["n_rejected"] for c in counts)
