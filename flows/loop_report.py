@@ -88,29 +88,29 @@ def report_of_run(root: Path, version: int | None) -> dict | None:
 
 
 def table_rows(report: dict) -> list[dict]:
-    """One row per round, round 0 being the starting policy: the table `flow report loop` prints."""
+    """One row per round, round 0 being the starting policy: the table `flow report loop` prints.
+    (Round r started from round r−1's policy; the JSON report names it as `trained_from`.)"""
     start = report["start"]
-    rows = [{"round": 0, "policy": start["policy_id"], "trained from": "", "selected": None, "trained": None,
-             "train reward": None, "held-out reward": _number(start["held_out_reward"]),
-             "mean pass rate": _number(start["mean_pass_rate"]), "pass-rate histogram": _histogram(start["histogram"]),
-             "became easy": None, "became hard": None}]
+    rows = [{"round": 0, "policy": start["policy_id"], "selected": None, "trained": None, "train reward": None,
+             "held-out reward": _number(start["held_out_reward"]), "pass rate": _number(start["mean_pass_rate"]),
+             "paired": None, "histogram": _histogram(start["histogram"]), "easier": None, "harder": None}]
     for r in report["rounds"]:
-        rows.append({"round": r["round"], "policy": r["policy_id"] or "(none)", "trained from": r["trained_from"],
-                     "selected": r["n_selected"], "trained": r["n_trained"], "train reward": _number(r["train_reward"]),
-                     "held-out reward": _number(r["held_out_reward"]),
-                     "mean pass rate": f"{_number(r['mean_pass_rate_before'])} → {_number(r['mean_pass_rate'])} (n={r['n_paired']})",
-                     "pass-rate histogram": _histogram(r["histogram"]),
-                     "became easy": r["n_became_easy"], "became hard": r["n_became_hard"]})
+        rows.append({"round": r["round"], "policy": r["policy_id"] or "(none)", "selected": r["n_selected"], "trained": r["n_trained"],
+                     "train reward": _number(r["train_reward"]), "held-out reward": _number(r["held_out_reward"]),
+                     "pass rate": f"{_number(r['mean_pass_rate_before'])} → {_number(r['mean_pass_rate'])}", "paired": r["n_paired"],
+                     "histogram": _histogram(r["histogram"]), "easier": r["n_became_easy"], "harder": r["n_became_hard"]})
     return rows
 
 
 def legend(report: dict) -> str:
     """What the columns mean, with the thresholds this report used."""
     t = report["thresholds"]
-    return (f"Held-out reward: mean reward with the image on the {report['n_held_out']} held-out questions (never trained on). "
-            f"Mean pass rate: starting policy → trained policy, on the n questions both were scored on. "
-            f"Histogram bins: {' | '.join(report['bins'])}. Easy: pass rate ≥ {t['min_easy_pass_rate']}; "
-            f"hard: ≤ {t['max_hard_pass_rate']}.")
+    return (f"Round r trains from round r−1's policy, on items selected by that policy's difficulty rows. "
+            f"Train reward: GRPO's summed reward functions over its last steps. Held-out reward: mean reward (the rollouts' "
+            f"preset) with the image on the {report['n_held_out']} held-out questions, never trained on. Pass rate: mean, "
+            f"starting policy → trained policy, on the `paired` questions both were scored on. Histogram of pass rates: "
+            f"{' | '.join(report['bins'])}. Easier: crossed to pass rate ≥ {t['min_easy_pass_rate']}; "
+            f"harder: crossed to ≤ {t['max_hard_pass_rate']}.")
 
 
 def loop_markdown(report: dict) -> str:
@@ -118,7 +118,7 @@ def loop_markdown(report: dict) -> str:
     rows = table_rows(report)
     columns = list(rows[0])
     lines = [f"## Loop rounds (version {report['version']})", "", "| " + " | ".join(columns) + " |",
-             "|" + "|".join("---:" if c not in ("policy", "trained from", "pass-rate histogram") else "---" for c in columns) + "|"]
+             "|" + "|".join("---" if c in ("policy", "histogram") else "---:" for c in columns) + "|"]
     lines += ["| " + " | ".join("" if row[c] is None else str(row[c]) for c in columns) + " |" for row in rows]
     notes = [r["note"] for r in report["rounds"] if r["note"]]
     return "\n".join(lines + ["", legend(report)] + [f"Note: {n}" for n in notes]) + "\n"
