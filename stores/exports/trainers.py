@@ -129,12 +129,13 @@ def items(lake: Lake, version: int, question_ids: list[str]) -> list[Item]:
     out = []
     for question_id in question_ids:
         q = questions[question_id]
-        images = [_image(asset_by_id[a], visuals, lake.root) for a in q["asset_ids"]]
+        images = [exported_image(asset_by_id[a], visuals, lake.root) for a in q["asset_ids"]]
         out.append(Item(q, images, _preferred(cots.get(question_id, []))))
     return out
 
 
-def _image(asset: dict, visuals: Visuals, root: Path) -> ExportImage:
+def exported_image(asset: dict, visuals: Visuals, root: Path) -> ExportImage:
+    """An image's own file bytes; a video's frames as the one contact sheet the policy sees (PNG)."""
     if asset.get("kind") != "video":
         data = (root / asset["media_uri"]).read_bytes()
         return ExportImage(f"{asset['sha256']}{Path(asset['media_uri']).suffix}", data)

@@ -118,3 +118,22 @@ def test_loop_mistakes_are_reported_with_what_to_do(tmp_path, text, message):
 def test_set_rounds_on_a_recipe_without_a_loop_is_refused():
     with pytest.raises(RecipeError, match="no `loop:` block"):
         load_recipe("build-wethink", ["rounds=2"])
+
+
+def test_a_video_is_exported_as_the_contact_sheet_the_policy_sees(tmp_path):
+    import io
+
+    from PIL import Image
+
+    from pipelines.visuals import Visuals
+    from stores.exports.trainers import exported_image
+    from tests.stages.fixtures import ingest_clips, items_of
+
+    assets = ingest_clips(tmp_path, clips=1)
+    visuals = Visuals.of(assets.to_pylist())
+    (video,) = items_of(assets)
+    exported = exported_image(video, visuals, tmp_path)
+    sheet = Image.open(io.BytesIO(exported.data))
+    expected = visuals.policy_image(video, lambda uri: tmp_path / uri)
+    assert exported.name.endswith(".png") and sheet.size == expected.size
+    assert list(sheet.convert("RGB").getdata()) == list(expected.getdata())
