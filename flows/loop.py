@@ -42,7 +42,8 @@ class Scorer:
     path: str
 
 
-def run_rounds(recipe: Recipe, run_step: RunStep, tables: RunTables, registry: EngineRegistry, *, run_id: str) -> tuple[list[dict], pa.Table]:
+def run_rounds(recipe: Recipe, run_step: RunStep, tables: RunTables, registry: EngineRegistry, *,
+               run_id: str) -> tuple[list[dict], pa.Table]:
     """Run the recipe's rounds; return every round step's result and the `loop_rounds` rows."""
     from pipelines.stages.rollouts import policy_id_of
 
@@ -56,22 +57,27 @@ def run_rounds(recipe: Recipe, run_step: RunStep, tables: RunTables, registry: E
         round_registry = registry if number == 1 else registry.rebind("policy", scorer.path)
         steps = [replace(step, index=step.index + (number - 1) * len(recipe.loop)) for step in recipe.loop]
         done = [run_step(step, view, round_registry) for step in steps]
-        trained = newest_policy(tables)
-        counts = {r["row"]["stage"]: r["row"] for r in done}
-        note = None if trained else f"round {number} trained no policy (nothing was selected); later rounds skipped"
-        rounds.append({"loop_round_id": make_id("loop_round", run_id, number), "run_id": run_id, "round": number,
-                       "scored_by": scorer.policy_id, "policy_id": trained.policy_id if trained else None,
-                       "n_candidates": n_candidates,
-                       "n_selected": counts["select"]["n_out"] if "select" in counts else counts["grpo"]["n_in"],
-                       "n_trained": counts["grpo"]["n_out"], "n_rescored": counts["rescore"]["n_out"],
-                       "n_held_out": len(held_out), "step_indexes": [s.index for s in steps], "note": note})
         for result in done:
             result["summary"]["round"] = number
+        trained = newest_policy(tables)
+        rounds.append(round_row(run_id, number, scorer, trained, done, n_candidates=n_candidates, n_held_out=len(held_out)))
         results += done
         if trained is None:
             break
         scorer = trained
     return results, pa.Table.from_pylist(rounds, schema=TABLES["loop_rounds"].schema)
+
+
+def round_row(run_id: str, number: int, scorer: Scorer, trained: Scorer | None, done: list[dict], *, n_candidates: int,
+              n_held_out: int) -> dict:
+    """The `loop_rounds` row of a round, from its steps' counts."""
+    counts = {r["row"]["stage"]: r["row"] for r in done}
+    return {"loop_round_id": make_id("loop_round", run_id, number), "run_id": run_id, "round": number,
+            "scored_by": scorer.policy_id, "policy_id": trained.policy_id if trained else None, "n_candidates": n_candidates,
+            "n_selected": counts["select"]["n_out"] if "select" in counts else counts["grpo"]["n_in"],
+            "n_trained": counts["grpo"]["n_out"], "n_rescored": counts["rescore"]["n_out"], "n_held_out": n_held_out,
+            "step_indexes": [r["row"]["step_index"] for r in done],
+            "note": None if trained else f"round {number} trained no policy (nothing was selected); later rounds skipped"}
 
 
 def held_out_ids(tables: RunTables) -> set[str]:

@@ -7,11 +7,17 @@ a loop). `all_questions` takes every question that passed verification instead. 
 one image per asset it names; a video is its frames in one contact sheet, as the policy sees it in
 rollouts and GRPO.
 
-| format | files | images |
-|---|---|---|
-| `trl` | `train.parquet`: `prompt` (the policy's chat, one `{"type": "image"}` per image), `images`, `solution`, `answer_type`, `choices`, `question_id` | embedded (a list of `datasets.Image`: PIL images after `load_dataset`), GRPOTrainer's `images` column; the other columns reach its reward functions |
-| `easyr1` | `train.parquet`: exactly `problem` (a `<image>` marker per image, then the question), `answer`, `images`; `format_prompt.jinja` (our answer format) | embedded, as in EasyR1's example sets: its dataset reads the bytes, no `image_dir` needed |
-| `llamafactory` | `<name>.json` (sharegpt: `conversations` human/gpt, `images`, `system`) and its `dataset_info.json` entry `<name>` | written to `images/`, paths relative to the folder (LLaMA-Factory's `dataset_dir`) |
+Formats, and where the images go (as each trainer expects them):
+- `trl`: `train.parquet` with `prompt` (the policy's chat, one `{"type": "image"}` per image),
+  `images`, and the columns the rewards read (`solution`, `answer_type`, `choices`), plus
+  `question_id`. Images embedded (a list of `datasets.Image`, PIL images after `load_dataset`):
+  GRPOTrainer's `images` column.
+- `easyr1`: `train.parquet` with exactly `problem` (a `<image>` marker per image, then the
+  question), `answer` and `images`, and `format_prompt.jinja` (our answer format). Images embedded,
+  as in EasyR1's example sets: its dataset reads the bytes, no `image_dir` needed.
+- `llamafactory`: `<name>.json` in sharegpt form (`conversations` human/gpt, `images`, `system`) and
+  its entry in `dataset_info.json` (other entries there are kept). Images written to `images/`,
+  paths relative to the folder, which is LLaMA-Factory's `dataset_dir`.
 
 The LLaMA-Factory export is for cold-start SFT: the gpt turn is the question's verified chain of
 thought (the `sft_examples` view as of the version: refined, else modality-bridged, else raw) in

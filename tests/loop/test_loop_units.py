@@ -137,3 +137,47 @@ def test_a_video_is_exported_as_the_contact_sheet_the_policy_sees(tmp_path):
     expected = visuals.policy_image(video, lambda uri: tmp_path / uri)
     assert exported.name.endswith(".png") and sheet.size == expected.size
     assert list(sheet.convert("RGB").getdata()) == list(expected.getdata())
+
+
+def test_a_round_that_trains_nothing_ends_the_loop_with_a_note(tmp_path):
+    """`run_rounds` driving the real select, mixture, grpo and rescore stages (no Prefect): `grpo.max_items=0`
+    trains nothing, so rescore has no policy, and rounds 2 and 3 never start."""
+    from flows.loop import run_rounds
+    from pipelines.engines import EngineRegistry
+    from pipelines.stage import StageContext, account, kept_ids
+    from pipelines.stages import STAGES
+    from pipelines.stages.rollouts import policy_id_of
+    from tests.stages.fixtures import scripted
+
+    registry = EngineRegistry({"policy": scripted("start-policy"), "judge": scripted()}, home=tmp_path)
+    start = policy_id_of(registry.engine("policy"))
+    ctx = context("fixture", tmp_path)
+    ids = ["q1", "q2", "q3", "q4"]
+    tables = RunTables(lambda name: TABLES[name].schema.empty_table())
+    tables.put("questions", ctx.rows("questions", [
+        {"question_id": q, "asset_ids": ["a"], "question": "How many?", "answer": "2", "answer_type": "num", "choices": [],
+         "category": "counting", "abilities": ["counting"], "reward_route": "rule", "generator": "hand"} for q in ids]))
+    tables.put("splits", splits(ctx, [("q1", "train"), ("q2", "train"), ("q3", "train"), ("q4", "held_out")]))
+    tables.put("difficulty", ctx.rows("difficulty", [
+        {"difficulty_id": f"d-{q}-{p}", "question_id": q, "policy_id": p, "method": "group_stats", "pass_rate": 0.5, "reward_std": 0.5}
+        for q in ids for p in (start, "some-other-policy")]))
+    recipe = load_recipe("loop-grpo", ["rounds=3", "grpo.max_items=0"])
+    counted = []
+
+    def run_step(step, view, engines):  # what recipe_flow._run_step does, minus Prefect, shards and staging
+        spec = STAGES[step.stage]
+        inputs = view.inputs(spec)
+        step_ctx = StageContext(run_id="run", stage=spec.name, stage_version=spec.version, config_hash="c", root=tmp_path, engines=engines)
+        result = spec(*[inputs[name] for name in spec.reads], step_ctx, **step.params)
+        counts = account(spec, inputs[spec.subject], result)
+        view.apply(spec, result.out, result.rejects, result.side, kept_ids(spec, inputs[spec.subject], result))
+        counted.append((spec.name, counts.n_in, counts.by_reason))
+        return {"row": {"stage": spec.name, "step_index": step.index, "n_in": counts.n_in, "n_out": counts.n_out}, "summary": {}}
+
+    results, rounds = run_rounds(recipe, run_step, tables, registry, run_id="run")
+    (only,) = rounds.to_pylist()
+    assert only["round"] == 1 and only["scored_by"] == start and only["policy_id"] is None and "later rounds skipped" in only["note"]
+    assert only["n_candidates"] == 3 and only["n_held_out"] == 1  # the start policy's rows on training questions only
+    assert [name for name, *_ in counted] == ["select", "mixture", "grpo", "rescore"] and len(results) == 4
+    assert counted[0][1] == 3 and counted[2][2] == {"grpo.over_max_items": 3}
+    assert counted[3][2] == {"rescore.no_policy": 4}  # every question accounted for, held-out one included
