@@ -20,3 +20,7 @@ STAGES: dict[str, StageSpec] = {
     s.name: s for s in (ingest, dedup, caption, synthesize_qa, distill_cot, bridge_cot, verify, rollouts, difficulty, select, mixture, grpo, rescore)
 }
 STAGES[mcts.name] = mcts
+
+from pipelines.stages.holdout import holdout  # noqa: E402  (the closed loop, issue 5)
+
+STAGES[holdout.name] = holdout
