@@ -9,6 +9,7 @@ from pipelines.stages.distill_cot import distill_cot
 from pipelines.stages.grpo import grpo
 from pipelines.stages.ingest import ingest
 from pipelines.stages.mixture import mixture
+from pipelines.stages.modomodo import modomodo
 from pipelines.stages.rap import rap
 from pipelines.stages.rescore import rescore
 from pipelines.stages.rollouts import rollouts
@@ -20,4 +21,5 @@ STAGES: dict[str, StageSpec] = {
     s.name: s for s in (ingest, dedup, caption, synthesize_qa, distill_cot, bridge_cot, verify, rollouts, difficulty, select, mixture, grpo, rescore)
 }
 STAGES[rap.name] = rap
+STAGES[modomodo.name] = modomodo
 
