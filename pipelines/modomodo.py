@@ -50,8 +50,15 @@ from pipelines.domain_sampler import domain_sample
 def seed_mixtures(domains: list[str]) -> list[tuple[str, list[float]]]:
     """(kind, weights) for every seed mixture over `domains` (two or more), in a fixed order.
 
-    >>> seed_mixtures(["a", "b", "c"])[3:]
-    [('leave_one_out:a', [0.0, 0.5, 0.5]), ('leave_one_out:b', [0.5, 0.0, 0.5]), ('leave_one_out:c', [0.5, 0.5, 0.0]), ('uniform', [0.3333333333333333, 0.3333333333333333, 0.3333333333333333])]
+    >>> for kind, weights in seed_mixtures(["a", "b", "c"]):
+    ...     print(kind, [round(w, 3) for w in weights])
+    one_hot:a [1.0, 0.0, 0.0]
+    one_hot:b [0.0, 1.0, 0.0]
+    one_hot:c [0.0, 0.0, 1.0]
+    leave_one_out:a [0.0, 0.5, 0.5]
+    leave_one_out:b [0.5, 0.0, 0.5]
+    leave_one_out:c [0.5, 0.5, 0.0]
+    uniform [0.333, 0.333, 0.333]
     """
     if len(domains) < 2:
         raise ValueError(f"a mixture needs at least two domains; got {domains!r}")
@@ -242,7 +249,8 @@ def leave_one_out_mixture(weights, out_of_domain) -> list[float]:
     return normalise(0.2 - 0.1 * min_max(without))
 
 
-def heuristic_mixtures(weights, in_domain, out_of_domain, *, alphas=(0.5,), ridge: float = 1e-3) -> list[tuple[str, dict, list[float]]]:
+def heuristic_mixtures(weights, in_domain, out_of_domain, *, alphas=(0.5,),
+                       ridge: float = 1e-3) -> list[tuple[str, dict, list[float]]]:
     """(method, its parameters, weights) of every heuristic: one alpha mixture per alpha, ridge_vif, leave_one_out."""
     out = [("alpha", {"alpha": alpha}, alpha_mixture(weights, in_domain, out_of_domain, alpha=alpha)) for alpha in alphas]
     out.append(("ridge_vif", {"ridge": ridge}, ridge_vif_mixture(weights, out_of_domain, ridge=ridge)))

@@ -21,7 +21,8 @@ Three phases over one question pool and one policy, sharing `RapConfig`:
 2. **ACE**, the attention confidence estimator: the policy answers each CDE survivor once (greedy),
    and the engine returns its last-layer attention among the completion tokens (head-averaged;
    `Response.attentions`). For token j, `ψ_j = Π_{i=j..L} σ·A[i][j]` (σ = 2.0): how strongly the
-   rest of the reasoning keeps attending to it. We compute `log ψ_j = Σ log(σ·A[i][j])`, divided by
+   rest of the reasoning keeps attending to it. A is used as the engine gives it, not renormalised
+   over the completion: a row's missing mass is the attention the token pays to the prompt. We compute `log ψ_j = Σ log(σ·A[i][j])`, divided by
    the number of terms when `ace_length_normalised` (default: an unnormalised product shrinks
    geometrically with the number of later tokens, so a fixed threshold would measure length, not
    bias). A question's `ace` is the mean of `log ψ_j` over its completion tokens; it is

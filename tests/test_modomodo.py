@@ -192,3 +192,12 @@ def test_pilot_runs_train_the_tiny_policy_on_the_mixture_and_score_both_splits(p
         pilot_run(model, splits.train[:1], {splits.train[0].domain: 1.0}, splits.held_out, splits.out_of_domain,
                   tmp_path / "never", steps=1, num_generations=2, batch_size=4)
     assert Path(model).exists()
+
+
+def test_the_maths_examples_in_the_docstrings_hold():
+    import doctest
+
+    import pipelines.modomodo
+
+    results = doctest.testmod(pipelines.modomodo)
+    assert results.failed == 0 and results.attempted >= 5

@@ -217,3 +217,12 @@ def test_select_rap_names_the_modes_it_knows():
     decisions = select_rap(pool(a=(6, 0)), RapConfig(ace=False))
     assert decisions["a"].facts["ace_skipped"] == "ace is off (ace: false)"
     assert isinstance(decisions["a"], Decision)
+
+
+def test_the_maths_examples_in_the_docstrings_hold():
+    import doctest
+
+    import pipelines.rap
+
+    results = doctest.testmod(pipelines.rap)
+    assert results.failed == 0 and results.attempted >= 8

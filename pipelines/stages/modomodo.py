@@ -73,11 +73,13 @@ def modomodo(questions: pa.Table, assets: pa.Table, ctx: StageContext, *, domain
     surrogate = fit_quadratic(observed, out_scores, splits=surrogate_splits, test_share=surrogate_test_share, seed=ctx.seed)
     fit = {"test_r2": surrogate.test_r2, "n_train": surrogate.n_train, "n_test": surrogate.n_test}
 
-    def row(method: str, weights: list[float], detail: dict, observed_score: float | None = None, *, name) -> dict:
+    def row(method: str, weights: list[float], detail: dict, observed_score: float | None = None, *, name,
+            predicted: float | None = None) -> dict:
         # The id names the mixture (what, by which rule), not its scores: a re-run replaces the row.
         return {"mixture_id": make_id("mixture", domain_column, domains, weights, method, name), "domain_column": domain_column,
                 "domains": domains, "weights": [float(w) for w in weights], "method": method,
-                "predicted": float(surrogate.predict([weights])[0]), "observed": observed_score,
+                "predicted": float(surrogate.predict([weights])[0]) if predicted is None else predicted,
+                "observed": observed_score,
                 "detail": json.dumps(detail, sort_keys=True, default=str)}
 
     rows = []
@@ -90,8 +92,9 @@ def modomodo(questions: pa.Table, assets: pa.Table, ctx: StageContext, *, domain
     for method, parameters, weights in heuristic_mixtures(observed, in_scores, out_scores, alphas=alphas, ridge=ridge):
         rows.append(row(method, weights, {**parameters, "surrogate": fit}, name=parameters))
     candidate_weights = gaussian_candidates(observed, n=candidates, seed=ctx.seed)
-    for rank, (weights, _) in enumerate(top_mixtures(surrogate, candidate_weights, k=top_k), 1):
-        rows.append(row("surrogate", weights, {"rank": rank, "candidates": len(candidate_weights), **fit}, name=rank))
+    for rank, (weights, predicted) in enumerate(top_mixtures(surrogate, candidate_weights, k=top_k), 1):
+        rows.append(row("surrogate", weights, {"rank": rank, "candidates": len(candidate_weights), **fit}, name=rank,
+                        predicted=predicted))
     ctx.progress(questions.num_rows)
     used = [item.question_id for item in splits.train + splits.held_out + splits.out_of_domain]
     return StageResult(ctx.rows("mixtures", rows), ctx.rejects(rejects), kept=used)
@@ -109,10 +112,11 @@ def _pilot_items(questions: pa.Table, assets: pa.Table, ctx: StageContext, domai
     for q in questions.to_pylist():
         asset = asset_by_id.get(q["asset_ids"][0])
         if q["reward_route"] != "rule":
-            rejects.append(ctx.reject(q["question_id"], "modomodo.model_judged",
-                                      f"a {q['answer_type']} answer is graded by a judge; pilot runs score with rule rewards only"))
+            rejects.append(ctx.reject(q["question_id"], "modomodo.model_judged", f"a {q['answer_type']} answer is graded "
+                                      "by a judge; pilot runs score with rule rewards only"))
         elif asset is None:
-            rejects.append(ctx.reject(q["question_id"], "modomodo.missing_image", f"its image {q['asset_ids'][0]} is not in the dataset"))
+            rejects.append(ctx.reject(q["question_id"], "modomodo.missing_image",
+                                      f"its image {q['asset_ids'][0]} is not in the dataset"))
         else:
             part = visuals.policy_part(asset, ctx.root)
             domain = q[domain_column] if domain_column in question_columns else asset[domain_column]
