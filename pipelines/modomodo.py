@@ -132,8 +132,8 @@ def split_items(items: list[PilotItem], *, out_of_domain: list[str], held_out_sh
 
 
 def pilot_run(model_dir: Path, train: list[PilotItem], weights: dict[str, float], held_out: list[PilotItem],
-              out_of_domain: list[PilotItem], work_dir: Path, *, steps: int = 2, num_generations: int = 2,
-              batch_size: int = 4, max_completion_length: int = 32, learning_rate: float = 1e-4,
+              out_of_domain: list[PilotItem], work_dir: Path, *, steps: int = 4, num_generations: int = 2,
+              batch_size: int = 4, max_completion_length: int = 32, learning_rate: float = 1e-3,
               rewards: tuple[str, ...] = ("format", "accuracy"), score_reward: str = "modomodo",
               score_max_tokens: int = 48, seed: int = 0, log: Callable[[dict], None] | None = None) -> PilotResult:
     """Train `model_dir` briefly on the subset `weights` draws from `train`; score it on the two splits.
@@ -294,8 +294,9 @@ def out_of_sample_r2(observed, predicted, train_mean: float) -> float:
     observed, predicted = np.asarray(observed, dtype=float), np.asarray(predicted, dtype=float)
     total = float(((observed - train_mean) ** 2).sum())
     residual = float(((observed - predicted) ** 2).sum())
-    if total == 0:
-        return 1.0 if residual == 0 else -math.inf
+    tolerance = 1e-12 * max(1.0, float((observed ** 2).sum()))  # float noise around a flat score is not a fit
+    if total <= tolerance:
+        return 1.0 if residual <= tolerance else -math.inf
     return 1.0 - residual / total
 
 
@@ -331,9 +332,19 @@ def gaussian_candidates(weights, *, n: int = 2000, seed: int = 0) -> np.ndarray:
 
 
 def top_mixtures(surrogate: Surrogate, candidates, *, k: int = 3) -> list[tuple[list[float], float]]:
-    """The k candidates with the highest predicted score, best first, as (weights, predicted)."""
+    """The k distinct candidates with the highest predicted score, best first, as (weights, predicted).
+
+    Clipping piles many candidates onto the same corner or edge of the simplex; each mixture counts once.
+    """
     candidates = np.asarray(candidates, dtype=float)
     predicted = surrogate.predict(candidates)
-    best = np.argsort(-predicted, kind="stable")[:k]
-    return [(candidates[i].tolist(), float(predicted[i])) for i in best]
+    top, seen = [], set()
+    for i in np.argsort(-predicted, kind="stable"):
+        key = tuple(np.round(candidates[i], 9))
+        if key not in seen:
+            seen.add(key)
+            top.append((candidates[i].tolist(), float(predicted[i])))
+        if len(top) == k:
+            break
+    return top
 

@@ -22,20 +22,21 @@ Three phases over one question pool and one policy, sharing `RapConfig`:
    and the engine returns its last-layer attention among the completion tokens (head-averaged;
    `Response.attentions`). For token j, `ψ_j = Π_{i=j..L} σ·A[i][j]` (σ = 2.0): how strongly the
    rest of the reasoning keeps attending to it. A is used as the engine gives it, not renormalised
-   over the completion: a row's missing mass is the attention the token pays to the prompt. We compute `log ψ_j = Σ log(σ·A[i][j])`, divided by
-   the number of terms when `ace_length_normalised` (default: an unnormalised product shrinks
-   geometrically with the number of later tokens, so a fixed threshold would measure length, not
-   bias). A question's `ace` is the mean of `log ψ_j` over its completion tokens; it is
-   "attention-biased" (a few over-emphasised tokens take the attention the rest of the reasoning
-   should carry) when `ace < log(λ_a)`, λ_a = 0.1. The comparison is made in log space, where the
-   value is computed: exponentiating back would underflow to 0 for long unnormalised products and
-   make every question fail. Engines that return no attentions (openai, vllm, scripted) skip ACE:
-   the first request is a probe; if its answer has no attentions, no more are sent and every
-   question records why in `detail` and keeps its CDE verdict.
+   over the completion: a row's missing mass is the attention that token pays to the prompt. We
+   compute `log ψ_j = Σ log(σ·A[i][j])`, divided by the number of terms when
+   `ace_length_normalised` (default: an unnormalised product shrinks geometrically with the number
+   of later tokens, so a fixed threshold would measure length, not bias). A question's `ace` is the
+   mean of `log ψ_j` over its completion tokens; it is "attention-biased" (a few over-emphasised
+   tokens take the attention the rest of the reasoning should carry) when `ace < log(λ_a)`,
+   λ_a = 0.1. The comparison is made in log space, where the value is computed: exponentiating back
+   would underflow to 0 for long unnormalised products and make every question fail. Engines that
+   return no attentions (openai, vllm, scripted) skip ACE: the first request is a probe; if its
+   answer has no attentions, no more are sent and every question records why in `detail` and keeps
+   its CDE verdict.
 3. **DRM**, difficulty-aware replacement: each trivial survivor (every rollout with the image
    correct) is replaced by the hardest dropped question that the policy still solves sometimes
    (0 < pass rate < 1), hardest first; never by one it never solves. Survivors beyond the number of
-   candidates stay.
+   candidates stay. Candidates come from every drop (CDE or ACE) and are not scored by ACE again.
 
 Every phase is a plain function of `Evidence` and `Decision`s, so reports and tests call them alone;
 `select_rap` runs all three.

@@ -58,7 +58,7 @@ def test_seed_heuristic_and_surrogate_mixtures_are_written(built):
     for row in seeds.values():
         detail = json.loads(row["detail"])
         assert row["observed"] == detail["out_of_domain"] and 0 <= detail["in_domain"] <= 3
-        assert detail["trained_items"] > 0 and detail["steps"] == 2
+        assert detail["trained_items"] > 0 and detail["steps"] == 4
     # With two domains, leaving one out trains on the other alone: the same pilot, the same score.
     assert seeds["leave_one_out:counting"]["observed"] == seeds["one_hot:arithmetic"]["observed"]
     assert all(r["observed"] is None for m in ("alpha", "ridge_vif", "leave_one_out", "surrogate") for r in by_method[m])

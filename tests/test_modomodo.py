@@ -134,6 +134,16 @@ def test_the_best_of_five_splits_is_kept():
     assert best.test_r2 >= first.test_r2 and (best.n_train, best.n_test) == (8, 2)
 
 
+def test_top_mixtures_are_distinct_and_a_flat_table_fits_without_noise():
+    observed = np.array(WEIGHTS)
+    surrogate = fit_quadratic(observed, planted_score(observed), seed=0)
+    corner = [[0.0, 0.0, 1.0]] * 10 + [[0.5, 0.3, 0.2], [0.4, 0.4, 0.2], [0.1, 0.1, 0.8]]
+    top = top_mixtures(surrogate, corner, k=3)
+    assert len({tuple(w) for w, _ in top}) == 3 and top[0][0] == pytest.approx([0.5, 0.3, 0.2])
+    flat = fit_quadratic(observed, [1.111] * 7, seed=0)  # every pilot scored the same
+    assert flat.test_r2 == 1.0 and np.allclose(flat.predict(observed), 1.111)
+
+
 def test_candidates_lie_on_the_simplex():
     candidates = gaussian_candidates(WEIGHTS, n=500, seed=0)
     assert len(candidates) > 400 and (candidates >= 0).all()

@@ -39,8 +39,8 @@ from schemas import make_id
               "assets": ["asset_id", "kind", "media_uri", "sha256", "source", "parent_asset_id", "frame_ts"]},
        writes="mixtures", version=1, unit="question", engines=("policy",), sharded=False)
 def modomodo(questions: pa.Table, assets: pa.Table, ctx: StageContext, *, domain_column: str = "category",
-             out_of_domain: list[str] = ["bar_chart"], held_out_share: float = 0.25, pilot_steps: int = 2,
-             num_generations: int = 2, batch_size: int = 4, max_completion_length: int = 32, learning_rate: float = 1e-4,
+             out_of_domain: list[str] = ["bar_chart"], held_out_share: float = 0.25, pilot_steps: int = 4,
+             num_generations: int = 2, batch_size: int = 4, max_completion_length: int = 32, learning_rate: float = 1e-3,
              rewards: list[str] = ["format", "accuracy"], score_reward: str = "modomodo", score_max_tokens: int = 48,
              alphas: list[float] = [0.5], ridge: float = 1e-3, surrogate_splits: int = 5, surrogate_test_share: float = 0.2,
              candidates: int = 2000, top_k: int = 3) -> StageResult:
@@ -71,7 +71,9 @@ def modomodo(questions: pa.Table, assets: pa.Table, ctx: StageContext, *, domain
     in_scores = np.array([results[tuple(w)].in_domain for _, w in seeds])
     out_scores = np.array([results[tuple(w)].out_of_domain for _, w in seeds])
     surrogate = fit_quadratic(observed, out_scores, splits=surrogate_splits, test_share=surrogate_test_share, seed=ctx.seed)
-    fit = {"test_r2": surrogate.test_r2, "n_train": surrogate.n_train, "n_test": surrogate.n_test}
+    # A spread of 0 (every pilot scored the same) leaves the surrogate nothing to rank by: say so in every row.
+    fit = {"test_r2": surrogate.test_r2, "n_train": surrogate.n_train, "n_test": surrogate.n_test,
+           "score_spread": float(out_scores.max() - out_scores.min())}
 
     def row(method: str, weights: list[float], detail: dict, observed_score: float | None = None, *, name,
             predicted: float | None = None) -> dict:
