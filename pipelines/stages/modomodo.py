@@ -31,6 +31,7 @@ from pipelines.modomodo import (
     top_mixtures,
 )
 from pipelines.stage import StageContext, StageResult, stage
+from pipelines.stages.rollouts import policy_id_of
 from pipelines.visuals import Visuals
 from schemas import make_id
 
@@ -89,7 +90,8 @@ def modomodo(questions: pa.Table, assets: pa.Table, ctx: StageContext, *, domain
         result = results[tuple(weights)]
         rows.append(row("seed", weights, {"kind": kind, "in_domain": result.in_domain, "out_of_domain": result.out_of_domain,
                                           "trained_items": len(result.trained_ids), "steps": result.steps,
-                                          "train_reward": result.train_reward, "out_of_domain_domains": out_of_domain},
+                                          "train_reward": result.train_reward, "out_of_domain_domains": out_of_domain,
+                                          "base_policy": policy_id_of(policy)},
                         result.out_of_domain, name=kind))
     for method, parameters, weights in heuristic_mixtures(observed, in_scores, out_scores, alphas=alphas, ridge=ridge):
         rows.append(row(method, weights, {**parameters, "surrogate": fit}, name=parameters))
