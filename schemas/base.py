@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict
 
 # Bump when a table gains, loses or retypes a column. Stored in every catalog; a lake written by a
 # newer schema refuses to open with an older thinkmill.
-SCHEMA_VERSION = 3  # 2: assets gained phash_crops, phash_256, colour_histogram; 3: difficulty gained group, MCTS and RAP columns
+SCHEMA_VERSION = 4  # 2: assets gained phash_crops, phash_256, colour_histogram; 3: difficulty gained group, MCTS and RAP columns
+# 4: mixtures gained detail
 
 LINEAGE_COLUMNS = ("run_id", "stage", "stage_version", "config_hash", "row_hash")
 MODEL_LINEAGE_COLUMNS = ("model", "model_revision", "prompt_version", "call_id")

@@ -10,6 +10,8 @@ from pipelines.stages.grpo import grpo
 from pipelines.stages.ingest import ingest
 from pipelines.stages.mcts import mcts
 from pipelines.stages.mixture import mixture
+from pipelines.stages.modomodo import modomodo
+from pipelines.stages.rap import rap
 from pipelines.stages.rescore import rescore
 from pipelines.stages.rollouts import rollouts
 from pipelines.stages.select import select
@@ -24,3 +26,6 @@ STAGES[mcts.name] = mcts
 from pipelines.stages.holdout import holdout  # noqa: E402  (the closed loop, issue 5)
 
 STAGES[holdout.name] = holdout
+STAGES[rap.name] = rap
+STAGES[modomodo.name] = modomodo
+
