@@ -55,3 +55,14 @@ def test_frames_are_neither_counted_nor_rejected_and_stay_live_with_their_video(
 def test_row_hashes_keep_the_schema_so_empty_and_full_shards_concatenate():
     empty, full = CTX.rejects([]), CTX.rejects([CTX.reject("x", "caption.too_short", "short")])
     assert pa.concat_tables([with_row_hash("rejects", full), with_row_hash("rejects", empty)]).num_rows == 1
+
+
+def test_run_reads_see_only_what_this_run_wrote():
+    from flows.run_tables import RunTables
+
+    committed = CTX.rows("policies", [{"policy_id": "old", "kind": "sft", "path": "/p/old", "architecture": "x"}])
+    tables = RunTables(lambda name: committed if name == "policies" else None)
+    assert tables.read("run.policies").num_rows == 0  # a policy committed by an earlier run is not this run's
+    assert tables.read("policies")["policy_id"].to_pylist() == ["old"]
+    tables.put("policies", CTX.rows("policies", [{"policy_id": "new", "kind": "sft", "path": "/p/new", "architecture": "x"}]))
+    assert tables.read("run.policies")["policy_id"].to_pylist() == ["new"]

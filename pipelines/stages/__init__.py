@@ -12,9 +12,11 @@ from pipelines.stages.mixture import mixture
 from pipelines.stages.rescore import rescore
 from pipelines.stages.rollouts import rollouts
 from pipelines.stages.select import select
+from pipelines.stages.sft import sft
 from pipelines.stages.synthesize_qa import synthesize_qa
 from pipelines.stages.verify import verify
 
 STAGES: dict[str, StageSpec] = {
     s.name: s for s in (ingest, dedup, caption, synthesize_qa, distill_cot, bridge_cot, verify, rollouts, difficulty, select, mixture, grpo, rescore)
 }
+STAGES[sft.name] = sft  # optional cold start before grpo (added on its own line: several branches edit the tuple)

@@ -210,3 +210,13 @@ def test_the_gpu_settings_are_grpo_config_fields_it_accepts(tmp_path, mode, url)
     # No GPU here: bf16 would be refused, so check the vLLM fields with the CPU's precision.
     config = GRPOConfig(output_dir=str(tmp_path), report_to="none", **{**settings, "use_cpu": True, "bf16": False})
     assert (config.use_vllm, config.vllm_mode, config.vllm_server_base_url) == (True, mode, url)
+
+
+# --- training order -------------------------------------------------------------------------------
+
+def test_without_shuffling_trl_trains_in_the_given_order(tmp_path, policy):
+    rows = world_rows(4)
+    recorder = Recorder(lambda texts, columns: [float(len(t)) for t in texts])
+    train_grpo(policy, [rows[3], rows[1], rows[2], rows[0]], [recorder], tmp_path / "p", max_steps=2,
+               max_completion_length=8, shuffle=False)
+    assert [call["question_ids"] for call in recorder.calls] == [["q3"] * 4 + ["q1"] * 4, ["q2"] * 4 + ["q0"] * 4]
