@@ -13,6 +13,8 @@ generates and scores a batch, `_generate_and_score_completions`, and calls TRL's
 generation batch. The row surgery on TRL's batch dict (keep some groups, concatenate batches whose
 prompts and completions were padded to different widths) is in free functions below.
 Single process only: with several processes the kept batches would differ in size across ranks.
+With gradient accumulation the generation batch spans all micro-batches of a step, and so does
+the filter; a batch left short by the bound is split into shorter micro-batches.
 
 Logged per step (averaged over the generation batches of the step, as TRL logs everything):
 `dynamic_sampling/generation_batches`, `dynamic_sampling/kept_groups`, `dynamic_sampling/bound_hit`.

@@ -64,7 +64,8 @@ def train_grpo(model_dir: Path, rows: list[dict], reward_funcs: list[Callable], 
                temperature: float = 1.0, seed: int = 0, log: Callable[[dict], None] | None = None,
                lora: LoraSettings | None = None, save_steps: int | None = None, checkpoint_dir: Path | None = None,
                online_filter: str = "none", max_extra_generation_batches: int = 4, shuffle: bool = True,
-               vllm_mode: str = "colocate", vllm_server_base_url: str | None = None) -> dict:
+               vllm_mode: str = "colocate", vllm_server_base_url: str | None = None,
+               gradient_accumulation_steps: int = 1) -> dict:
     """Train the checkpoint in `model_dir` with GRPO on `rows`; save it to `out_dir`; return metrics.
 
     `rows`: dicts with `prompt` (messages with a {"type": "image"} placeholder), `image` (PIL; absent
@@ -78,6 +79,8 @@ def train_grpo(model_dir: Path, rows: list[dict], reward_funcs: list[Callable], 
     `max_extra_generation_batches` extra batches per step (pipelines/policy/dynamic_sampling.py).
     `shuffle`: False keeps the rows' order (a mixture sampler's order) instead of TRL's shuffling.
     `vllm_mode` / `vllm_server_base_url`: generation on a CUDA machine with vLLM (`device_settings`).
+    `gradient_accumulation_steps`: micro-batches of `per_device_train_batch_size` completions per
+    optimizer step (TRL then generates for all of them at once).
 
     Metrics (keys as in the `policies` table where one exists): `steps` (optimizer steps run),
     `train_reward` (mean reward over the last quarter of the steps, at least one), `log` (one dict per
@@ -108,7 +111,7 @@ def train_grpo(model_dir: Path, rows: list[dict], reward_funcs: list[Callable], 
             per_device_train_batch_size=per_device_train_batch_size,
             max_completion_length=max_completion_length, learning_rate=learning_rate, beta=beta,
             temperature=temperature, seed=seed, data_seed=seed, shuffle_dataset=shuffle, **device, **saving,
-            gradient_checkpointing=False, logging_steps=1, report_to="none",
+            gradient_accumulation_steps=gradient_accumulation_steps, logging_steps=1, report_to="none",
             disable_tqdm=True, dataloader_num_workers=0,
         )
         callbacks = [_LogEachStep(log)] if log else []
@@ -125,6 +128,7 @@ def train_grpo(model_dir: Path, rows: list[dict], reward_funcs: list[Callable], 
     return {"steps": trainer.state.global_step, "train_reward": mean_reward_last(log_per_step), "log": log_per_step,
             "seconds": round(time.perf_counter() - started, 2), "checkpoints": checkpoints,
             "device": {k: v for k, v in device.items() if k in ("use_cpu", "bf16", "use_vllm", "vllm_mode")},
+            "gradient_accumulation_steps": gradient_accumulation_steps,
             "lora": None if lora is None else {**lora.__dict__, "target_modules": list(lora.target_modules), "saved": "merged"}}
 
 
@@ -137,16 +141,19 @@ def device_settings(*, cuda: bool, vllm_installed: bool, vllm_mode: str = "coloc
     of its memory); "server" talks to `trl vllm-serve` on another GPU (`vllm_server_base_url`, e.g.
     http://127.0.0.1:8000). TRL syncs weights to vLLM over NCCL, so neither works without CUDA.
 
+    Gradient checkpointing is on with CUDA (a 7B policy's activations need it) and off on CPU (it
+    only slows a tiny model down).
+
     >>> device_settings(cuda=False, vllm_installed=True)
-    {'use_cpu': True, 'bf16': False, 'use_vllm': False}
-    >>> device_settings(cuda=True, vllm_installed=True, vllm_mode="server", vllm_server_base_url="http://gpu1:8000")
-    {'use_cpu': False, 'bf16': True, 'use_vllm': True, 'vllm_mode': 'server', 'vllm_server_base_url': 'http://gpu1:8000'}
+    {'use_cpu': True, 'bf16': False, 'gradient_checkpointing': False, 'use_vllm': False}
+    >>> device_settings(cuda=True, vllm_installed=True, vllm_mode="server", vllm_server_base_url="http://gpu1:8000")["vllm_mode"]
+    'server'
     """
     if vllm_mode not in VLLM_MODES:
         raise ValueError(f"unknown vllm_mode {vllm_mode!r}; known: {', '.join(VLLM_MODES)}")
     if not cuda:
-        return {"use_cpu": True, "bf16": False, "use_vllm": False}
-    settings = {"use_cpu": False, "bf16": True, "use_vllm": vllm_installed and vllm_mode != "off"}
+        return {"use_cpu": True, "bf16": False, "gradient_checkpointing": False, "use_vllm": False}
+    settings = {"use_cpu": False, "bf16": True, "gradient_checkpointing": True, "use_vllm": vllm_installed and vllm_mode != "off"}
     if not settings["use_vllm"]:
         return settings
     if vllm_mode == "colocate":

@@ -43,7 +43,7 @@ def train_sft(model_dir: Path, rows: list[dict], out_dir: Path, *, max_steps: in
         config = SFTConfig(
             output_dir=scratch, max_steps=max_steps, per_device_train_batch_size=batch_size,
             learning_rate=learning_rate, max_length=max_length, seed=seed, data_seed=seed,
-            use_cpu=not cuda, bf16=cuda, gradient_checkpointing=False, logging_steps=1, report_to="none",
+            use_cpu=not cuda, bf16=cuda, gradient_checkpointing=cuda, logging_steps=1, report_to="none",
             save_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
         )
         trainer = SFTTrainer(model=str(model_dir), args=config, train_dataset=Dataset.from_list(rows),

@@ -47,9 +47,10 @@ def grpo(difficulty: pa.Table, questions: pa.Table, assets: pa.Table, run_polici
          batch_composition: str = "uniform", lora_rank: int | None = None, lora_alpha: int = 16,
          lora_dropout: float = 0.0, lora_target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"],
          save_steps: int | None = None, no_answer_guard: bool = True, vllm_mode: str = "colocate",
-         vllm_server_base_url: str | None = None) -> StageResult:
+         vllm_server_base_url: str | None = None, gradient_accumulation_steps: int = 1) -> StageResult:
     """`rewards`: names in pipelines.rewards.REWARDS, summed; `max_steps`: optimizer steps (per phase under PTST);
-    `batch_size`: completions per step (prompts per step = batch_size / num_generations); `ptst`: [[max completion
+    `batch_size`: completions per micro-batch (prompts = batch_size / num_generations), `gradient_accumulation_steps`
+    micro-batches per optimizer step; `ptst`: [[max completion
     length, G], ...] with a constant product (replaces num_generations and max_completion_length); `online_filter`:
     "dapo" resamples groups without reward spread (at most `max_extra_generation_batches` extra batches per step);
     `mixture`: domain → weight over `mixture_domain_column`; `batch_composition`: "mmr1" = half of each batch by
@@ -82,7 +83,8 @@ def grpo(difficulty: pa.Table, questions: pa.Table, assets: pa.Table, run_polici
         chosen = [item for index, item in enumerate(chosen) if index in drawn]
     elif batch_composition == "mmr1":
         weights = [i["weight"] if i["weight"] is not None else i["learnability"] for i in chosen]
-        order, shuffle = mmr1_order(weights, prompts_per_batch=prompts_per_step, n_batches=max_steps * len(phases or [1]),
+        order, shuffle = mmr1_order(weights, prompts_per_batch=prompts_per_step,
+                                    n_batches=max_steps * gradient_accumulation_steps * len(phases or [1]),
                                     seed=ctx.seed), False
     if not rows:
         return StageResult(ctx.empty("policies"), ctx.rejects(rejects), kept=[])
@@ -96,7 +98,7 @@ def grpo(difficulty: pa.Table, questions: pa.Table, assets: pa.Table, run_polici
               "temperature": temperature, "rewards": rewards, "seed": ctx.seed, "start_from": start_from, "ptst": ptst,
               "online_filter": online_filter, "max_extra_generation_batches": max_extra_generation_batches,
               "mixture": mixture, "batch_composition": batch_composition, "lora_rank": lora_rank, "save_steps": save_steps,
-              "no_answer_guard": no_answer_guard}
+              "no_answer_guard": no_answer_guard, "gradient_accumulation_steps": gradient_accumulation_steps}
     judge = _judge(ctx) if any(REWARDS[name].needs_judge for name in rewards) else None
     reward_funcs = [trl_reward(name, judge=judge, no_answer_guard=no_answer_guard) for name in rewards]
     lora = None if lora_rank is None else LoraSettings(lora_rank, lora_alpha, lora_dropout, tuple(lora_target_modules))
@@ -105,7 +107,7 @@ def grpo(difficulty: pa.Table, questions: pa.Table, assets: pa.Table, run_polici
     settings = dict(max_steps=max_steps, learning_rate=learning_rate, beta=beta, temperature=temperature, seed=ctx.seed,
                     lora=lora, save_steps=save_steps, online_filter=online_filter, shuffle=shuffle,
                     max_extra_generation_batches=max_extra_generation_batches, vllm_mode=vllm_mode,
-                    vllm_server_base_url=vllm_server_base_url)
+                    vllm_server_base_url=vllm_server_base_url, gradient_accumulation_steps=gradient_accumulation_steps)
     ordered = [rows[i] for i in order]
     if phases:
         metrics = train_phases(Path(policy.model), ordered, reward_funcs, work / "policy", phases=phases,

@@ -190,11 +190,17 @@ def test_vision_r1_schedule_is_consistent():
 # --- the device -----------------------------------------------------------------------------------
 
 def test_device_settings_for_each_machine():
-    assert device_settings(cuda=False, vllm_installed=True) == {"use_cpu": True, "bf16": False, "use_vllm": False}
-    assert device_settings(cuda=True, vllm_installed=False) == {"use_cpu": False, "bf16": True, "use_vllm": False}
+    assert device_settings(cuda=False, vllm_installed=True) == {"use_cpu": True, "bf16": False, "gradient_checkpointing": False,
+                                                                "use_vllm": False}
+    assert device_settings(cuda=True, vllm_installed=False) == {"use_cpu": False, "bf16": True, "gradient_checkpointing": True,
+                                                                "use_vllm": False}
     assert device_settings(cuda=True, vllm_installed=True, vllm_mode="off")["use_vllm"] is False
     assert device_settings(cuda=True, vllm_installed=True) == {
-        "use_cpu": False, "bf16": True, "use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.3}
+        "use_cpu": False, "bf16": True, "gradient_checkpointing": True, "use_vllm": True, "vllm_mode": "colocate",
+        "vllm_gpu_memory_utilization": 0.3}
+    assert device_settings(cuda=True, vllm_installed=True, vllm_mode="server", vllm_server_base_url="http://h:8000") == {
+        "use_cpu": False, "bf16": True, "gradient_checkpointing": True, "use_vllm": True, "vllm_mode": "server",
+        "vllm_server_base_url": "http://h:8000"}
     with pytest.raises(ValueError, match="needs vllm_server_base_url"):
         device_settings(cuda=True, vllm_installed=True, vllm_mode="server")
     with pytest.raises(ValueError, match="unknown vllm_mode 'remote'; known: colocate, server, off"):
@@ -209,6 +215,7 @@ def test_the_gpu_settings_are_grpo_config_fields_it_accepts(tmp_path, mode, url)
     assert set(settings) <= {field.name for field in dataclasses.fields(GRPOConfig)}
     # No GPU here: bf16 would be refused, so check the vLLM fields with the CPU's precision.
     config = GRPOConfig(output_dir=str(tmp_path), report_to="none", **{**settings, "use_cpu": True, "bf16": False})
+    assert config.gradient_checkpointing is True
     assert (config.use_vllm, config.vllm_mode, config.vllm_server_base_url) == (True, mode, url)
 
 
