@@ -278,7 +278,6 @@ REWARDS: dict[str, Reward] = {r.name: r for r in (
     Reward("majority_vote", _majority_vote_batch, doc="MM-UPT: agree with the group's most frequent answer; no labels"),
     Reward("judge", _judge_batch, ("solution", "answer_type", "question"), True, "the judge's score for descriptive items"),
 )}
-REWARD_KINDS = REWARDS  # the name this registry had before it held every reward
 
 
 def _rows(columns: dict[str, list], n: int) -> list[dict]:

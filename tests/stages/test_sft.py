@@ -116,3 +116,14 @@ def test_the_target_is_the_think_answer_format_whatever_the_chain_looked_like():
     long_chain = "<think>Two and two. Wait, yes.</think>\n\nSo the total is \\boxed{4}."
     assert sft_target(long_chain, "4") == "<think>Two and two. Wait, yes.\n\nSo the total is \\boxed{4}.</think><answer>4</answer>"
     assert sft_target("Count: 4 <answer>4</answer> trailing", "4") == "<think>Count: 4</think><answer>4</answer>"
+
+
+def test_a_lora_cold_start_saves_the_merged_policy_and_its_adapter(world):
+    root, assets, questions, engines = world
+    ctx = context("sft", root, engines)
+    cots, verdicts = chains(ctx, questions, assets)
+    result = sft(cots, verdicts, questions, assets, ctx, max_steps=2, batch_size=4, learning_rate=1e-2, lora_rank=4)
+    (row,) = result.out.to_pylist()
+    assert (root / "policies" / row["path"].split("/")[-1] / "lora-adapter" / "adapter_model.safetensors").exists()
+    assert json.loads(row["metrics"])["lora"]["saved"] == "merged"
+    assert weights_hash(row["path"]) != engines.engine("policy").revision
