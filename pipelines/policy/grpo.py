@@ -17,7 +17,11 @@ Everything TRL- and transformers-specific about GRPO lives here; the GRPO stage 
 - Passing the model as a path lets TRL load the processor itself with `padding_side="left"`
   (generation needs left padding); a processor we load and pass would keep the saved side.
 - GRPOConfig defaults differ from TrainingArguments: `bf16=True` and `gradient_checkpointing=True`,
-  which on CPU fail or only slow a tiny model down, so both are set explicitly.
+  which on CPU fail or only slow a tiny model down, so `device_settings` sets both per machine.
+- Checkpoints (`save_steps`) are TRL's own, minus the pickles (`training_args.bin` becomes JSON);
+  LoRA goes through TRL's `peft_config`, and the saved policy is the merged model.
+- Options that need more than a GRPOConfig field live beside this module: DAPO's dynamic sampling
+  (`dynamic_sampling.py`, a GRPOTrainer subclass) and PTST's phases (`ptst.py`, one run per phase).
 - `per_device_train_batch_size` counts completions, not prompts: 8 with `num_generations=4` is two
   prompts per step, each sampled four times. It must be a multiple of `num_generations`.
 - Generation uses the model's `generate` with `do_sample=True` and suppresses the image token
@@ -124,7 +128,8 @@ def train_grpo(model_dir: Path, rows: list[dict], reward_funcs: list[Callable], 
         trainer.train()
         save_trained(trainer, Path(out_dir), lora)
         log_per_step = step_metrics(trainer.state.log_history)
-    checkpoints = sorted(str(p) for p in Path(checkpoint_dir).glob("checkpoint-*")) if save_steps else []
+    saved = Path(checkpoint_dir).glob("checkpoint-*") if save_steps else []
+    checkpoints = [str(p) for p in sorted(saved, key=lambda p: int(p.name.rsplit("-", 1)[1]))]  # checkpoint-10 after -9
     return {"steps": trainer.state.global_step, "train_reward": mean_reward_last(log_per_step), "log": log_per_step,
             "seconds": round(time.perf_counter() - started, 2), "checkpoints": checkpoints,
             "device": {k: v for k, v in device.items() if k in ("use_cpu", "bf16", "use_vllm", "vllm_mode")},

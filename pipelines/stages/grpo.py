@@ -72,10 +72,13 @@ def grpo(difficulty: pa.Table, questions: pa.Table, assets: pa.Table, run_polici
     visuals = Visuals.of(assets.to_pylist())
     asset_by_id = {a["asset_id"]: a for a in visuals.items}
     rows = [_row(by_id[item["question_id"]], visuals, asset_by_id, ctx) for item in chosen]
+    if not rows:
+        return StageResult(ctx.empty("policies"), ctx.rejects(rejects), kept=[])
     prompts_per_step = batch_size // num_generations
     order, shuffle = list(range(len(rows))), True
     if mixture:
-        order, shuffle = mixture_order([str(by_id[i["question_id"]][mixture_domain_column]) for i in chosen], mixture, seed=ctx.seed), False
+        domains = [str(by_id[item["question_id"]][mixture_domain_column]) for item in chosen]
+        order, shuffle = mixture_order(domains, mixture, seed=ctx.seed), False
         drawn = set(order)
         rejects += [ctx.reject(item["difficulty_id"], "grpo.not_drawn_by_mixture",
                                f"the mixture sampler stopped (a domain ran out) before drawing question {item['question_id']}")
@@ -86,8 +89,6 @@ def grpo(difficulty: pa.Table, questions: pa.Table, assets: pa.Table, run_polici
         order, shuffle = mmr1_order(weights, prompts_per_batch=prompts_per_step,
                                     n_batches=max_steps * gradient_accumulation_steps * len(phases or [1]),
                                     seed=ctx.seed), False
-    if not rows:
-        return StageResult(ctx.empty("policies"), ctx.rejects(rejects), kept=[])
 
     from pipelines.policy.grpo import LoraSettings, train_grpo
     from pipelines.policy.ptst import train_phases

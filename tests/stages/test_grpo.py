@@ -114,6 +114,13 @@ def test_a_mixture_trains_in_its_order_and_rejects_what_it_never_drew(world):
     assert json.loads(row["config"])["mixture"] == {"counting": 1.0}
 
 
+def test_mmr1_batches_train_every_selected_item_in_a_fixed_order(world):
+    result, counts = run(world, batch_composition="mmr1", max_steps=1, max_completion_length=16)
+    (row,) = result.out.to_pylist()
+    assert counts.n_out == row["n_train_items"] == 6
+    assert json.loads(row["config"])["batch_composition"] == "mmr1"
+
+
 def test_bad_parameters_are_reported_together_before_any_training(world):
     with pytest.raises(ValueError) as error:
         run(world, rewards=["acuracy"], online_filter="dapoo", ptst=[[32, 8], [64, 2]], batch_size=6)
