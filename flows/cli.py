@@ -6,6 +6,8 @@
     flow sql "SELECT answer_type, count(*) FROM questions GROUP BY 1" --dataset wethink
     flow diff wethink 1 2
     flow show wethink <question_id>
+    flow report loop --dataset loop
+    flow export trainer --dataset wethink --format trl --output out/
     flow versions wethink --stages            # per stage: items, rejects, model calls, tokens, seconds
     flow deploy | flow serve                  # the recipes as scheduled Prefect deployments (prefect.yaml)
 
@@ -230,6 +232,57 @@ def cache_invalidate(dataset: str = typer.Argument(..., help="dataset name"),
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
     typer.echo(f"forgot {deleted} calls")
+
+
+report_app = typer.Typer(no_args_is_help=True, help="Reports on a dataset version.")
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("loop")
+def report_loop(dataset: str = typer.Option(..., "--dataset", "-d", help="dataset name"),
+                version: Optional[int] = typer.Option(None, help="a version a loop run made (default: the newest)"),
+                min_easy_pass_rate: float = typer.Option(0.9, help="a question is easy for a policy at this pass rate or above"),
+                max_hard_pass_rate: float = typer.Option(0.1, help="a question is hard for a policy at this pass rate or below"),
+                format: Format = FORMAT, output: Optional[Path] = OUTPUT):
+    """Per round of a loop run: policy, train reward, held-out reward, pass-rate shift, items that became easy or hard."""
+    from flows.loop_report import legend, loop_report, table_rows
+
+    with _lake(dataset) as lake:
+        report = loop_report(lake, version=version, min_easy_pass_rate=min_easy_pass_rate, max_hard_pass_rate=max_hard_pass_rate)
+    if format == Format.json:
+        text = json.dumps(report, indent=2, default=str) + "\n"
+        (output.write_text(text) if output else sys.stdout.write(text))
+        return
+    _emit_rows(table_rows(report), format, output)
+    if format == Format.table:
+        typer.echo(f"{report['recipe']} run {report['run_id']}, version {report['version']}. {legend(report)}")
+
+
+export_app = typer.Typer(no_args_is_help=True, help="Write a dataset version out for other tools.")
+app.add_typer(export_app, name="export")
+
+
+class TrainerFormat(str, Enum):
+    trl = "trl"
+    easyr1 = "easyr1"
+    llamafactory = "llamafactory"
+
+
+@export_app.command("trainer")
+def export_trainer(dataset: str = typer.Option(..., "--dataset", "-d", help="dataset name"),
+                   format: TrainerFormat = typer.Option(..., "--format", "-f", help="trl (GRPOTrainer), easyr1 (EasyR1/verl) or llamafactory (SFT)"),
+                   output: Path = typer.Option(..., "--output", "-o", help="folder to write into (created if absent)"),
+                   version: Optional[int] = typer.Option(None, help="dataset version (default: the latest)"),
+                   all_: bool = typer.Option(False, "--all", help="every verified question, not only the selected items"),
+                   policy: Optional[str] = typer.Option(None, help="only the items selected for this policy id")):
+    """Export the selected items of a version (or --all) as training files for TRL, EasyR1 or LLaMA-Factory."""
+    from stores.exports.trainers import export_trainer as export
+
+    with _lake(dataset) as lake:
+        written = export(lake, output, format=format.value, version=version, all_questions=all_, policy_id=policy)
+    skipped = "".join(f", skipped {n} ({why})" for why, n in written["skipped"].items())
+    typer.echo(f"wrote {written['n_rows']} rows ({written['rows']}, version {written['version']}) for {written['format']} "
+               f"to {written['output']}{skipped}; images {written['images']}.\nLoad with: {written['load_with']}")
 
 
 # ---- helpers -------------------------------------------------------------------------------------

@@ -102,19 +102,30 @@ def run_recipe(recipe_name: str, overrides: list[str] | None = None, dataset: st
         registry = EngineRegistry(recipe.models, home_path, cache=None if no_cache else CallCache(root / "calls.sqlite"))
         staging = Staging(root)
         tables.put("source_items", read_sources(recipe.source, recipe.seed))
-        steps = []
+        steps, loop_rounds = [], None
         with _progress(show_progress) as bars:
             for step in recipe.steps:
                 steps.append(_run_step(step, recipe, tables, registry, staging, root, run_id, start_version, bars))
+            if recipe.loop:  # the closed loop: `rounds` times the loop steps, in this run (flows/loop.py)
+                from flows.loop import run_rounds
+
+                round_steps, loop_rounds = run_rounds(recipe, lambda step, view, engines: _run_step(
+                    step, recipe, view, engines, staging, root, run_id, start_version, bars), tables, registry, run_id=run_id)
+                steps += round_steps
         stage_stats = pa.Table.from_pylist([s["row"] for s in steps], schema=TABLES["stage_stats"].schema)
         commit = lake.commit(tables.for_lake(), run_id=run_id, recipe=recipe.name, config_hash=recipe.config_hash,
-                             config=recipe.resolved(), stage_stats=stage_stats)
+                             config=recipe.resolved(), stage_stats=stage_stats,
+                             run_rows={"loop_rounds": loop_rounds} if loop_rounds is not None else None)
     finally:
         lake.close()
     summary = {"dataset": recipe.dataset, "root": str(root), "recipe": recipe.name, "run_id": run_id,
                "config_hash": recipe.config_hash, "version": commit.version, "previous_version": start_version,
                "added": commit.added, "removed": commit.removed, "steps": [s["summary"] for s in steps],
                "model_calls": registry.cache_counts()}
+    if recipe.loop:  # the per-round table, read back from the version the loop left (flows/loop_report.py)
+        from flows.loop_report import report_of_run
+
+        summary["loop"] = report_of_run(root, commit.version or start_version)
     create_markdown_artifact(key=f"run-{_slug(recipe.dataset)}", markdown=summary_markdown(summary),
                              description=f"{recipe.name} on {recipe.dataset}")
     return summary
@@ -183,11 +194,16 @@ def summary_markdown(summary: dict) -> str:
              "|---|---|---:|---:|---:|---|---|---:|---:|---:|"]
     for i, s in enumerate(summary["steps"], 1):
         reasons = ", ".join(f"{r} {n}" for r, n in sorted(s["rejected_by_reason"].items(), key=lambda x: -x[1])[:3])
-        lines.append(f"| {i} | {s['stage']} | {s['n_in']} | {s['n_out']} | {s['n_rejected']} | {reasons} | "
+        stage = f"{s['stage']} (round {s['round']})" if "round" in s else s["stage"]
+        lines.append(f"| {i} | {stage} | {s['n_in']} | {s['n_out']} | {s['n_rejected']} | {reasons} | "
                      f"{s['n_shards']} ({s['n_shards_cached']}) | {s.get('n_calls_made', 0)} ({s.get('n_calls_cached', 0)}) | "
                      f"{s.get('prompt_tokens', 0)} / {s.get('completion_tokens', 0)} | {s['wall_s']} |")
     rows = ["", "| table | rows added | rows removed |", "|---|---:|---:|"]
     rows += [f"| {t} | {summary['added'].get(t, 0)} | {summary['removed'].get(t, 0)} |" for t in sorted(summary["added"])]
+    if summary.get("loop"):
+        from flows.loop_report import loop_markdown
+
+        rows += ["", loop_markdown(summary["loop"])]
     return head + "\n".join(lines + rows) + "\n"
 
 

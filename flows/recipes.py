@@ -7,6 +7,10 @@ one `RecipeError`, each naming what exists instead.
 
 Override keys: `dataset`, `shard_size`, `workers`, `seed`, `models.<role>` (a profile name),
 `source.<source>.<param>`, and `<stage>.<param>` for a step of the recipe.
+
+A recipe may end with a `loop:` block: steps run `rounds` times after `steps` (flows/loop.py), each
+round training from the policy the round before trained. `--set rounds=N` changes the count, and
+`<stage>.<param>` reaches loop steps too. A loop must hold a `grpo` step and, after it, `rescore`.
 """
 
 import inspect
@@ -20,7 +24,7 @@ from pydantic import TypeAdapter, ValidationError
 from schemas.base import canonical_json, sha256_text
 from schemas.errors import RecipeError, did_you_mean
 
-TOP_LEVEL = ("dataset", "description", "models", "source", "steps", "shard_size", "workers", "seed")
+TOP_LEVEL = ("dataset", "description", "models", "source", "steps", "shard_size", "workers", "seed", "loop", "rounds")
 
 
 def configs_dir() -> Path:
@@ -57,11 +61,16 @@ class Recipe:
     shard_size: int = 32
     workers: int = 2
     seed: int = 0
+    loop: list = field(default_factory=list, repr=False)  # steps each round repeats, after `steps`
+    rounds: int = 0
 
     def resolved(self) -> dict:
         """The recipe as it will run: what the config hash covers and `versions.config` records."""
-        return {"recipe": self.name, "dataset": self.dataset, "models": self.models, "source": self.source,
-                "steps": [{s.stage: s.params} for s in self.steps], "seed": self.seed}
+        resolved = {"recipe": self.name, "dataset": self.dataset, "models": self.models, "source": self.source,
+                    "steps": [{s.stage: s.params} for s in self.steps], "seed": self.seed}
+        if self.loop:  # only loop recipes carry these keys: every other recipe keeps its config hash
+            resolved |= {"loop": [{s.stage: s.params} for s in self.loop], "rounds": self.rounds}
+        return resolved
 
     @property
     def config_hash(self) -> str:
@@ -83,6 +92,7 @@ def load_recipe(name_or_path: str, overrides: list[str] | tuple = (), *, dataset
         if key not in TOP_LEVEL:
             problems.append(f"unknown top-level key {key!r}; known: {', '.join(TOP_LEVEL)}.{did_you_mean(key, TOP_LEVEL)}")
     steps = _check_steps(raw.get("steps") or [], problems)
+    loop, rounds = _check_loop(raw, len(steps), problems)
     models, model_names = _check_models(raw.get("models") or {}, problems)
     source = _check_source(raw.get("source") or {}, problems)
     if not raw.get("dataset"):
@@ -90,7 +100,7 @@ def load_recipe(name_or_path: str, overrides: list[str] | tuple = (), *, dataset
     if problems:
         raise RecipeError(where, problems)
     return Recipe(path.stem, path, str(raw["dataset"]), models, model_names, source, steps,
-                  int(raw.get("shard_size", 32)), int(raw.get("workers", 2)), int(raw.get("seed", 0)))
+                  int(raw.get("shard_size", 32)), int(raw.get("workers", 2)), int(raw.get("seed", 0)), loop, rounds)
 
 
 def _find(name_or_path: str) -> Path:
@@ -120,7 +130,7 @@ def _step_items(steps) -> list[tuple[str, dict]]:
 
 def _apply_overrides(raw: dict, overrides, problems: list[str]) -> dict:
     raw = json.loads(json.dumps(raw))  # a deep copy we may edit
-    step_names = [stage for stage, _ in _step_items(raw.get("steps") or [])]
+    step_names = [stage for stage, _ in _step_items(raw.get("steps") or []) + _step_items(_loop_entries(raw))]
     for override in overrides:
         if "=" not in override:
             problems.append(f"--set {override!r}: expected key=value, e.g. --set caption.styles=[coarse]")
@@ -132,7 +142,7 @@ def _apply_overrides(raw: dict, overrides, problems: list[str]) -> dict:
             value = text
         parts = key.strip().split(".")
         head = parts[0]
-        if head in ("dataset", "shard_size", "workers", "seed") and len(parts) == 1:
+        if head in ("dataset", "shard_size", "workers", "seed", "rounds") and len(parts) == 1:
             raw[head] = value
         elif head == "models" and len(parts) == 2:
             raw.setdefault("models", {})[parts[1]] = value
@@ -142,10 +152,11 @@ def _apply_overrides(raw: dict, overrides, problems: list[str]) -> dict:
             problems.append(f"--set {key}: {head} has no parameter {parts[1]!r}.{did_you_mean(parts[1], _stage_params(head))} "
                             f"Valid keys: {', '.join(_valid_keys(raw))}")
         elif head in step_names and len(parts) == 2:
-            for i, entry in enumerate(raw["steps"]):
-                stage, params = _step_items([entry])[0]
-                if stage == head:
-                    raw["steps"][i] = {stage: {**(params or {}), parts[1]: value}}
+            for block, entries in (("steps", raw.get("steps") or []), ("loop", _loop_entries(raw))):
+                for i, entry in enumerate(entries):
+                    stage, params = _step_items([entry])[0]
+                    if stage == head:
+                        raw[block][i] = {stage: {**(params or {}), parts[1]: value}}
         else:
             problems.append(f"--set {key}: unknown key. Valid keys: {', '.join(_valid_keys(raw))}")
     return raw
@@ -166,21 +177,21 @@ def _is_stage_param(stage: str, param: str) -> bool:
 def _valid_keys(raw: dict) -> list[str]:
     from pipelines.stages import STAGES
 
-    keys = ["dataset", "shard_size", "workers", "seed"]
+    keys = ["dataset", "shard_size", "workers", "seed"] + (["rounds"] if _loop_entries(raw) else [])
     keys += [f"models.{role}" for role in (raw.get("models") or {})]
     keys += [f"source.{name}.<param>" for name in (raw.get("source") or {})]
-    for stage, _ in _step_items(raw.get("steps") or []):
+    for stage, _ in _step_items(raw.get("steps") or []) + _step_items(_loop_entries(raw)):
         if stage in STAGES:
-            keys += [f"{stage}.{p}" for p in STAGES[stage].params]
+            keys += [f"{stage}.{p}" for p in STAGES[stage].params if f"{stage}.{p}" not in keys]
     return keys
 
 
-def _check_steps(steps, problems: list[str]) -> list[Step]:
+def _check_steps(steps, problems: list[str], *, first_index: int = 0, label: str = "step") -> list[Step]:
     from pipelines.stages import STAGES
 
     resolved = []
     for index, (stage, params) in enumerate(_step_items(steps)):
-        where = f"step {index + 1}"
+        where = f"{label} {index + 1}"
         if params is None:
             problems.append(f"{where}: expected `- stage_name: {{param: value}}`, got {stage}")
             continue
@@ -204,10 +215,43 @@ def _check_steps(steps, problems: list[str]) -> list[Step]:
             if name not in declared:
                 problems.append(f"{where} ({stage}): unknown parameter {name!r}. {stage} takes: "
                                 f"{', '.join(declared) or 'no parameters'}.{did_you_mean(name, declared)}")
-        resolved.append(Step(index, stage, full))
-    if not resolved and not problems:
+        resolved.append(Step(first_index + index, stage, full))
+    if not resolved and not problems and label == "step":
         problems.append("the recipe has no steps")
     return resolved
+
+
+def _loop_entries(raw: dict) -> list:
+    entries = raw.get("loop")
+    return entries if isinstance(entries, list) else []
+
+
+def _check_loop(raw: dict, first_index: int, problems: list[str]) -> tuple[list[Step], int]:
+    """The `loop:` steps and `rounds`. A round trains a policy (`grpo`) and re-scores with it (`rescore`,
+    after `grpo`): without both, the next round would select on the same policy's rows again."""
+    example = "see configs/recipes/loop-grpo.yaml"
+    if "loop" not in raw:
+        if "rounds" in raw:
+            problems.append(f"rounds: {raw['rounds']!r}, but the recipe has no `loop:` block of steps to repeat ({example})")
+        return [], 0
+    if not isinstance(raw["loop"], list) or not raw["loop"]:
+        problems.append(f"loop: expected a list of steps, e.g. [select, grpo, rescore] with their parameters ({example})")
+        return [], 0
+    loop = _check_steps(raw["loop"], problems, first_index=first_index, label="loop step")
+    try:
+        rounds = TypeAdapter(int).validate_python(raw.get("rounds", 1), strict=True)
+        if rounds < 0:
+            raise ValueError
+    except (ValidationError, ValueError):
+        problems.append(f"rounds: {raw.get('rounds')!r} is not a whole number of rounds (0 or more)")
+        rounds = 0
+    stages = [step.stage for step in loop]
+    if loop and "grpo" not in stages:
+        problems.append(f"loop: no grpo step; each round trains the policy the next round selects with ({example})")
+    elif loop and ("rescore" not in stages or stages.index("rescore") < stages.index("grpo")):
+        problems.append(f"loop: no rescore step after grpo; the new policy must score the questions before the next round "
+                        f"selects on them ({example})")
+    return loop, rounds
 
 
 def _check_models(models: dict, problems: list[str]) -> tuple[dict, dict]:

@@ -3,7 +3,9 @@
 A later stage reads the rows earlier stages wrote in this run (falling back to the lake for tables
 the run has not written), restricted to the items still live: an item rejected by any stage is not
 handed to the next. Writes replace rows with the same id (dedup annotates assets; select annotates
-difficulty) and append the rest. `lake.<table>` reads mean "as committed before this run".
+difficulty) and append the rest. `lake.<table>` reads mean "as committed before this run";
+`run.<table>` reads mean "written by this run's earlier steps only" (none from the lake: grpo looks
+for the policy an earlier sft step trained, and a re-run must not see the last run's policies).
 """
 
 import json
@@ -43,6 +45,9 @@ class RunTables:
         """Rows of a table for a stage: this run's live rows, else the lake's."""
         if name.startswith("lake."):
             return self.lake_table(name.removeprefix("lake."))
+        if name.startswith("run."):
+            base = name.removeprefix("run.")
+            return self.read(base) if base in self.tables else TABLES[base].schema.empty_table()
         if name not in self.tables:
             return self.lake_table(name)
         table = self.tables[name]

@@ -2,7 +2,7 @@
 
 One row per (version, step): items in, kept and rejected (with the most frequent reasons), shards run
 and cached, model calls made and answered from the call cache, prompt and completion tokens of the
-calls made, and seconds. Rows of runs written before schema version 4 (`stage_counts`) have no call
+calls made, and seconds. Rows of runs written before schema version 5 (`stage_counts`) have no call
 or token counts: they show as empty, not as zero.
 """
 

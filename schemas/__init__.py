@@ -4,6 +4,7 @@ This package imports nothing of ours; everyone else imports it.
 """
 
 from schemas import assets, captions, cots, difficulty, mixtures, policies, questions, rejects, rollouts, runs, verdicts
+from schemas import loop_rounds, splits
 from schemas.base import LINEAGE_COLUMNS, SCHEMA_VERSION, Table, content_columns, make_id
 
 TABLES: dict[str, Table] = {
@@ -26,5 +27,9 @@ TABLES: dict[str, Table] = {
 
 # Tables a run appends to (one row per run); every other table is keyed by content and upserted.
 RUN_TABLES = ("versions", "stage_stats")
+
+# The closed loop (issue 5): which questions are held out, and what each round of a loop run did.
+TABLES.update({t.name: t for t in (splits.TABLE, loop_rounds.TABLE)})
+RUN_TABLES += ("loop_rounds",)
 
 __all__ = ["TABLES", "RUN_TABLES", "SCHEMA_VERSION", "LINEAGE_COLUMNS", "Table", "content_columns", "make_id"]

@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict
 
 # Bump when a table gains, loses or retypes a column. Stored in every catalog; a lake written by a
 # newer schema refuses to open with an older thinkmill.
-SCHEMA_VERSION = 4  # 2: assets gained phash_crops, phash_256, colour_histogram; 3: difficulty gained group, MCTS and RAP columns
-# 4: stage_counts became stage_stats, with model calls and tokens per stage
+SCHEMA_VERSION = 5  # 2: assets gained phash_crops, phash_256, colour_histogram; 3: difficulty gained group, MCTS and RAP columns
+# 4: mixtures gained detail
+# 5: stage_counts became stage_stats, with model calls and tokens per stage
 
 LINEAGE_COLUMNS = ("run_id", "stage", "stage_version", "config_hash", "row_hash")
 MODEL_LINEAGE_COLUMNS = ("model", "model_revision", "prompt_version", "call_id")

@@ -12,6 +12,7 @@ ThinkmillError
 │   ├── UnknownEngine
 │   ├── EngineUnavailable   a model could not be loaded or reached
 │   └── EngineTimeout
+├── ExportError          an export that cannot be written as asked: nothing to export, an unknown format
 ├── AccountingError      a stage lost or invented items (in != out + rejects): a bug in the stage
 └── NoPrefectServer      `flow deploy` / `flow serve` with no Prefect server to talk to (says how to start one)
 """
@@ -103,6 +104,10 @@ class AccountingError(ThinkmillError, AssertionError):
             f"stage {stage!r} lost track of items: {n_in} in, {n_out} kept + {n_rejected} rejected "
             f"= {n_out + n_rejected}. Items neither kept nor rejected (first 5): {lost[:5]}. This is a bug in the stage."
         )
+
+
+class ExportError(ThinkmillError, ValueError):
+    """An export that cannot be written as asked (nothing selected, an unknown format, ...); says what to do instead."""
 
 
 class NoPrefectServer(ThinkmillError, ConnectionError):

@@ -1,6 +1,6 @@
 """versions and stage_stats: what each committed recipe run was, and what every stage did in it.
 
-`stage_stats` was `stage_counts` up to schema version 3 (in, kept, rejected, shards, wall time); version 4
+`stage_stats` was `stage_counts` up to schema version 4 (in, kept, rejected, shards, wall time); version 5
 renamed it and added the model calls and tokens. A dataset written before keeps its runs readable:
 the first commit with this code renames the table in place (old rows get NULL calls and tokens: not
 recorded), and until then the lake reads `stage_counts` as `stage_stats` (see stores/lake.py RENAMED).
@@ -43,7 +43,7 @@ class StageStats(Row):
     n_shards: int
     n_shards_cached: int
     # Model calls of the shards this run computed (a shard Prefect answered from its task cache makes none).
-    # None on rows written before schema version 4, which did not record them.
+    # None on rows written before schema version 5, which did not record them.
     n_calls_made: int | None = Field(None, description="calls sent to a model (paid)")
     n_calls_cached: int | None = Field(None, description="requests answered from the call cache instead")
     prompt_tokens: int | None = Field(None, description="prompt tokens of the calls made, as the engines report them")

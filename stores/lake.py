@@ -241,10 +241,12 @@ class Lake:
     # ---- writing -------------------------------------------------------------------------------
 
     def commit(self, tables: dict[str, pa.Table], *, run_id: str, recipe: str, config_hash: str,
-               config: dict, stage_stats: pa.Table | None = None, name: str | None = None) -> Commit:
+               config: dict, stage_stats: pa.Table | None = None, name: str | None = None,
+               run_rows: dict[str, pa.Table] | None = None) -> Commit:
         """Upsert every table and record the run, in one transaction = one snapshot = one version.
 
         Nothing is committed (and no version is made) when no table gains, loses or changes a row.
+        `run_rows`: rows of other per-run tables (`RUN_TABLES`), appended only when a version is made.
         """
         if self.read_only:
             raise ReadOnlyLake("commit", "this lake was opened read-only")
@@ -264,6 +266,9 @@ class Lake:
             counts = {t: {"added": added.get(t, 0), "removed": removed.get(t, 0)} for t in sorted(set(added) | set(removed))}
             if stage_stats is not None and stage_stats.num_rows:
                 self._append("stage_stats", stage_stats)
+            for table_name, rows in (run_rows or {}).items():  # other one-row-per-run tables (loop_rounds)
+                if rows.num_rows:
+                    self._append(table_name, rows)
             version_row = {
                 "version": version, "name": name or f"v{version}", "run_id": run_id, "recipe": recipe,
                 "config_hash": config_hash, "config": json.dumps(config, sort_keys=True, default=str),

@@ -77,3 +77,14 @@ def test_rows_two_steps_write_to_one_table_stay_live_together():
     tables.apply(mcts, searched, rejected, {}, ["q1"])
     assert sorted(tables.read("difficulty")["difficulty_id"].to_pylist()) == ["g-q1", "g-q2", "m-q1"]
     assert tables.read("questions")["question_id"].to_pylist() == ["q1"]
+
+
+def test_run_reads_see_only_what_this_run_wrote():
+    from flows.run_tables import RunTables
+
+    committed = CTX.rows("policies", [{"policy_id": "old", "kind": "sft", "path": "/p/old", "architecture": "x"}])
+    tables = RunTables(lambda name: committed if name == "policies" else None)
+    assert tables.read("run.policies").num_rows == 0  # a policy committed by an earlier run is not this run's
+    assert tables.read("policies")["policy_id"].to_pylist() == ["old"]
+    tables.put("policies", CTX.rows("policies", [{"policy_id": "new", "kind": "sft", "path": "/p/new", "architecture": "x"}]))
+    assert tables.read("run.policies")["policy_id"].to_pylist() == ["new"]

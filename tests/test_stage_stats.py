@@ -4,7 +4,7 @@ Counting is per shard task (engines are shared between stages and shards run in 
 unit test drives two "stages" that share one cached engine from many threads at once. The flow tests
 run a real recipe and check the table against the dataset's call cache, then run it again on a copy
 of that cache, where every call is answered from it. The last tests open a dataset written before
-the rename (`stage_counts`, schema version 3) and check that it stays readable and upgrades in place.
+the rename (`stage_counts`, schema version 4) and check that it stays readable and upgrades in place.
 """
 
 import json
@@ -208,7 +208,7 @@ OLD_STAGE_COUNTS = pa.schema([("stage_count_id", pa.string()), ("run_id", pa.str
 
 
 def old_dataset(root):
-    """A catalog as schema version 3 left it: a `stage_counts` table and a versions row, in snapshot 1."""
+    """A catalog as schema version 4 left it: a `stage_counts` table and a versions row, in snapshot 1."""
     (root / "data").mkdir(parents=True)
     con = connect()
     con.execute(f"ATTACH 'ducklake:sqlite:{root}/catalog.sqlite' AS lake (DATA_PATH '{root}/data/', DATA_INLINING_ROW_LIMIT 0)")
@@ -225,7 +225,7 @@ def old_dataset(root):
         con.register("_rows", rows)
         con.execute(f"CREATE TABLE lake.{name} AS SELECT * FROM _rows")
         con.unregister("_rows")
-    con.execute("CALL lake.set_commit_message('thinkmill', 'old run', extra_info => ?)", [json.dumps({"schema_version": 3})])
+    con.execute("CALL lake.set_commit_message('thinkmill', 'old run', extra_info => ?)", [json.dumps({"schema_version": 4})])
     con.execute("COMMIT")
     con.close()
 

@@ -77,6 +77,13 @@ class EngineRegistry:
         """An engine for a checkpoint on disk (a policy trained in this run), with `like`'s options."""
         return self._cached({**self.profiles[like], "model": str(model_dir)})
 
+    def rebind(self, role: str, model_dir: str) -> "EngineRegistry":
+        """The same roles, with `role` bound to the checkpoint in `model_dir` (a loop round trains from the
+        policy the round before trained). Loaded models and call counts are shared with this registry."""
+        rebound = EngineRegistry({**self.profiles, role: {**self.profiles[role], "model": str(model_dir)}}, self.home, self.cache)
+        rebound._wrapped = self._wrapped  # one set of call counters for the whole run
+        return rebound
+
     def sampling(self, role: str) -> dict:
         return dict(self.profiles.get(role, {}).get("sampling", {}))
 

@@ -3,8 +3,8 @@
 Domains are the values of a declared question column (`category` by default: the synthetic
 families, or a source's own labels). The row's weights are each domain's share of the selected
 items, and `observed` is their mean pass rate for the policy that was scored, so later rounds can
-compare the mixture they train on with what it yielded. MoDoMoDo's seed mixtures, heuristics and
-quadratic surrogate (ALGORITHMS §5) build on these rows; this stage only observes.
+compare the mixture they train on with what it yielded. MoDoMoDo's mixture search (seed mixtures, pilots, heuristics,
+the quadratic surrogate) is the `modomodo` stage (pipelines/modomodo.py); this stage only observes.
 """
 
 from collections import Counter
