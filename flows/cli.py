@@ -212,12 +212,13 @@ def export_hub(dataset: str = typer.Option(..., "--dataset", "-d", help="dataset
     import tempfile
 
     from flows.recipes import recipe_license
-    from stores.exports.hub import HubExportError, upload, write_folder
+    from schemas.errors import ExportError
+    from stores.exports.hub import upload, write_folder
 
     if to_folder is None and repo is None:
         raise typer.BadParameter("give --repo user/name to upload, or --to-folder DIR to write the files only", param_hint="--repo")
     if to_folder is not None and private:
-        raise HubExportError("--private applies to an upload; --to-folder writes files only. Drop one of them.")
+        raise ExportError("--private applies to an upload; --to-folder writes files only. Drop one of them.")
     with _lake(dataset) as lake, tempfile.TemporaryDirectory(prefix="thinkmill-hub-") as scratch:
         folder = to_folder if to_folder is not None else Path(scratch) / dataset
         recipes = {v["version"]: v["recipe"] for v in lake.versions()}

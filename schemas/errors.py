@@ -12,7 +12,8 @@ ThinkmillError
 │   ├── UnknownEngine
 │   ├── EngineUnavailable   a model could not be loaded or reached
 │   └── EngineTimeout
-└── AccountingError      a stage lost or invented items (in != out + rejects): a bug in the stage
+├── AccountingError      a stage lost or invented items (in != out + rejects): a bug in the stage
+└── ExportError          a Hub export or report page that cannot be written or uploaded (says what to do)
 """
 
 from difflib import get_close_matches
@@ -102,3 +103,7 @@ class AccountingError(ThinkmillError, AssertionError):
             f"stage {stage!r} lost track of items: {n_in} in, {n_out} kept + {n_rejected} rejected "
             f"= {n_out + n_rejected}. Items neither kept nor rejected (first 5): {lost[:5]}. This is a bug in the stage."
         )
+
+
+class ExportError(ThinkmillError):
+    """An export (Hub folder, upload, report page) that could not be made; the message says what to do."""

@@ -30,16 +30,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from schemas.errors import ThinkmillError
+from schemas.errors import ExportError
 from stores.exports import facts
 
 MAX_SHARD_BYTES = 500 * 1000 * 1000  # the Hub's recommendation for Parquet shards
 SPLIT = "train"
 IMAGE_ROWS_PER_ROW_GROUP = 100  # as `datasets.push_to_hub` for image datasets: the viewer reads a row group at once
-
-
-class HubExportError(ThinkmillError):
-    """An export that could not be written or uploaded; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -129,10 +125,10 @@ def write_folder(lake, folder: Path, *, version: int | None = None, max_shard_by
     version = facts.resolve_version(lake, version)
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()):
-        raise HubExportError(f"{folder} is not empty: the export would mix with what is there. "
+        raise ExportError(f"{folder} is not empty: the export would mix with what is there. "
                              f"Give an empty or new folder to --to-folder.")
     if max_shard_bytes < 1:
-        raise HubExportError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
+        raise ExportError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
     exported, skipped = {}, {}
     for config in CONFIGS.values():
         rows = _rows(lake, config, version)
@@ -191,7 +187,7 @@ def _write_config(name: str, rows: pa.Table, folder: Path, dataset_root: Path, *
         if part.stat().st_size > max_shard_bytes:
             part.unlink()
             if stop - start == 1:
-                raise HubExportError(
+                raise ExportError(
                     f"config {name!r}: row {rows.column(0)[start].as_py()} alone takes {table.nbytes} bytes, more than "
                     f"the largest shard allowed ({max_shard_bytes} bytes). Raise --max-shard-mb.")
             middle = (start + stop) // 2
@@ -211,7 +207,7 @@ def _write_config(name: str, rows: pa.Table, folder: Path, dataset_root: Path, *
 def _image_path(dataset_root: Path, uri: str, question_id: str) -> Path:
     path = dataset_root / uri
     if not path.is_file():
-        raise HubExportError(
+        raise ExportError(
             f"the image of {question_id} is missing: {path} does not exist (media store {dataset_root / 'media'}). "
             f"The dataset folder is incomplete: restore its media/ folder, or re-run the recipe that ingested it.")
     return path
@@ -247,18 +243,18 @@ def upload(folder: Path, repo_id: str, *, private: bool = False, commit_message:
 
     token = get_token()
     if not token:
-        raise HubExportError(
+        raise ExportError(
             "no Hugging Face token: set HF_TOKEN in the environment or run `hf auth login`, then run the export "
             "again. To export without uploading, give --to-folder DIR.")
     if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise HubExportError(f"repo {repo_id!r} is not of the form user/name (or org/name)")
+        raise ExportError(f"repo {repo_id!r} is not of the form user/name (or org/name)")
     api = HfApi()
     try:
         url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="dataset", commit_message=commit_message,
                           delete_patterns=["data/**"])
     except Exception as error:  # noqa: BLE001 (every failure becomes one message for people, token scrubbed)
-        raise HubExportError(f"upload to {repo_id} on {api.endpoint} failed: {scrub(f'{type(error).__name__}: {error}', token)}\n"
+        raise ExportError(f"upload to {repo_id} on {api.endpoint} failed: {scrub(f'{type(error).__name__}: {error}', token)}\n"
                              f"Check that the token (HF_TOKEN or `hf auth login`) may write to {repo_id}, or write the "
                              f"files with --to-folder DIR and upload them later.") from None
     return str(url)

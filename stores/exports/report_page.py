@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from schemas.errors import ThinkmillError
+from schemas.errors import ExportError
 from stores.exports import facts
 from stores.exports.report_assets import CSS, JS
 from stores.exports.svg_charts import bar_chart, histogram_chart
@@ -29,10 +29,6 @@ THUMBNAIL_PIXELS = 240
 # Difficulty buckets of a pass rate, in filter order: slug -> label.
 DIFFICULTY_BUCKETS = {"never": "never solved (0)", "hard": "hard (0 < p < 0.5)", "easy": "easy (0.5 ≤ p < 1)",
                       "always": "always solved (1)", "unscored": "not scored"}
-
-
-class ReportError(ThinkmillError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -75,12 +71,12 @@ def write_report(lake, output: Path | None, *, version: int | None = None, max_s
                  default_root: Path | None = None) -> ReportPage:
     """Write the page for `version` (latest when None) into `output` (default: `default_root/<dataset>-v<n>`)."""
     if max_samples < 1:
-        raise ReportError(f"max_samples must be at least 1, got {max_samples}")
+        raise ExportError(f"max_samples must be at least 1, got {max_samples}")
     version = facts.resolve_version(lake, version)
     dataset = lake.root.name
     if output is None:
         if default_root is None:
-            raise ReportError("give an output folder (--output DIR)")
+            raise ExportError("give an output folder (--output DIR)")
         output = Path(default_root) / f"{dataset}-v{version}"
     output = Path(output)
     (output / "thumbs").mkdir(parents=True, exist_ok=True)
@@ -114,7 +110,7 @@ def _thumbnail(dataset_root: Path, sample: dict, folder: Path) -> str | None:
                 image.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
                 image.save(target, "JPEG", quality=85)
         except (OSError, ValueError) as error:
-            raise ReportError(f"cannot make the thumbnail of {sample['question_id']} from {source}: {error}. "
+            raise ExportError(f"cannot make the thumbnail of {sample['question_id']} from {source}: {error}. "
                               f"Is the dataset's media/ folder complete?") from None
     return f"thumbs/{name}"
 
@@ -134,6 +130,8 @@ def render(context: dict) -> str:
         f'config hash <code>{escape(lineage["config_hash"][:12])}</code> · licence {escape(lineage["license"] or "not stated")} · '
         f'{_counts_text(context["counts"])}</div>',
         _cap_note(context),
+        '<nav class="meta"><a href="#charts">charts</a> · <a href="#rejects">rejects by reason</a> · '
+        '<a href="#samples">samples</a></nav>',
         "</header>", "<main>",
         _charts_section(context), _rejects_section(context["rejects"]), _samples_section(context),
         "</main>", f"<script>{JS}</script>", "</body>", "</html>"])
@@ -220,7 +218,7 @@ def _card(sample: dict) -> str:
     buckets = policy_buckets(sample["difficulty"])
     attributes = (f'data-question-id="{escape(sample["question_id"])}" data-answer-type="{escape(sample["answer_type"])}" '
                   f'data-source="{escape(sample["source"] or "")}" data-difficulty="{escape(json.dumps(buckets))}"')
-    image = (f'<img class="thumb" src="{escape(sample["thumbnail"])}" alt="image of {escape(sample["question_id"])}" loading="lazy">'
+    image = (f'<img class="thumb" src="{escape(sample["thumbnail"])}" alt="image of {escape(sample["question_id"])}">'
              if sample["thumbnail"] else '<div class="no-image">no image</div>')
     badges = [f'<span class="badge">{escape(sample["answer_type"])}</span>', f'<span class="badge">{escape(sample["category"])}</span>',
               f'<span class="badge">{escape(sample["source"] or "no source")}</span>']

@@ -15,6 +15,7 @@ import pytest
 from huggingface_hub import DatasetCard, DatasetCardData
 from PIL import Image
 
+from schemas.errors import ExportError
 from stores.exports import dataset_card, facts, hub
 from stores.lake import Lake
 from tests.servers.hub_stub import HubStub
@@ -95,7 +96,7 @@ def test_shards_stay_under_the_size_limit_and_are_named_for_the_hub(exported):
 
 
 def test_a_row_larger_than_a_shard_is_refused_with_what_to_do(built, tmp_path):
-    with Lake.open(built["root"], read_only=True) as lake, pytest.raises(hub.HubExportError, match="--max-shard-mb"):
+    with Lake.open(built["root"], read_only=True) as lake, pytest.raises(ExportError, match="--max-shard-mb"):
         hub.write_folder(lake, tmp_path / "out", version=VERSION, max_shard_bytes=2_000)
 
 
@@ -226,6 +227,6 @@ def test_no_token_says_how_to_log_in(built, tmp_path):
 def test_export_refuses_a_folder_with_files_in_it(built, tmp_path):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("mine")
-    with Lake.open(built["root"], read_only=True) as lake, pytest.raises(hub.HubExportError, match="not empty"):
+    with Lake.open(built["root"], read_only=True) as lake, pytest.raises(ExportError, match="not empty"):
         hub.write_folder(lake, tmp_path / "full", version=VERSION)
     assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
