@@ -24,6 +24,7 @@ never writes it, and scrubs it from any error the Hub sends back. `HF_ENDPOINT` 
 """
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,7 +119,8 @@ def write_folder(lake, folder: Path, *, version: int | None = None, max_shard_by
     `folder` must be empty or absent. The card's licence (an id such as "cc-by-4.0") is `license`
     when given, else the `license` recorded with the version's recipe, else `recipe_license` (the
     recipe file's `license` now, read by the caller), else "other": thinkmill never guesses one.
-    `repo_id` only goes into the card's loading instructions.
+    `repo_id` only goes into the card's loading instructions. A failed export leaves the folder as
+    it found it (absent or empty): never half an export that `load_dataset` would read as whole.
     """
     from stores.exports.dataset_card import write_card
 
@@ -126,18 +128,26 @@ def write_folder(lake, folder: Path, *, version: int | None = None, max_shard_by
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()):
         raise ExportError(f"{folder} is not empty: the export would mix with what is there. "
-                             f"Give an empty or new folder to --to-folder.")
+                          f"Give an empty or new folder to --to-folder.")
     if max_shard_bytes < 1:
         raise ExportError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
-    exported, skipped = {}, {}
-    for config in CONFIGS.values():
-        rows = _rows(lake, config, version)
-        if rows.num_rows == 0:
-            skipped[config.name] = f"no {config.table or 'question'} rows at version {version}"
-            continue
-        exported[config.name] = _write_config(config.name, rows, folder, lake.root, max_shard_bytes=max_shard_bytes)
-    export = HubExport(folder, lake.root.name, version, exported, skipped)
-    write_card(lake, export, license=license, recipe_license=recipe_license, repo_id=repo_id)
+    created = not folder.exists()
+    try:
+        exported, skipped = {}, {}
+        for config in CONFIGS.values():
+            rows = _rows(lake, config, version)
+            if rows.num_rows == 0:
+                skipped[config.name] = f"no {config.table or 'question'} rows at version {version}"
+                continue
+            exported[config.name] = _write_config(config.name, rows, folder, lake.root, max_shard_bytes=max_shard_bytes)
+        export = HubExport(folder, lake.root.name, version, exported, skipped)
+        write_card(lake, export, license=license, recipe_license=recipe_license, repo_id=repo_id)
+    except BaseException:
+        for child in folder.iterdir() if folder.exists() else ():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+        if created and folder.exists():
+            folder.rmdir()
+        raise
     return export
 
 
