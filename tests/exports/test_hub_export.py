@@ -231,3 +231,13 @@ def test_export_refuses_a_folder_with_files_in_it(built, tmp_path):
     with Lake.open(built["root"], read_only=True) as lake, pytest.raises(ExportError, match="not empty"):
         hub.write_folder(lake, tmp_path / "full", version=VERSION)
     assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
+
+
+def test_a_recipe_may_state_its_licence_without_changing_other_recipes_hashes():
+    from flows.recipes import load_recipe
+
+    plain = load_recipe("build-wethink")
+    assert plain.license is None and "license" not in plain.resolved()  # config hashes of existing runs hold
+    stated = load_recipe("build-wethink", ["license=cc-by-4.0"])
+    assert stated.license == "cc-by-4.0" and stated.resolved()["license"] == "cc-by-4.0"
+    assert stated.config_hash != plain.config_hash
