@@ -22,3 +22,5 @@ def configure_prefect(home: Path) -> None:
     # The ephemeral server otherwise tries to send telemetry and logs an error on closed networks.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # The ephemeral server gets 20 s to start by default; on a busy 2-core machine it can need more.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")

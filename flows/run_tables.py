@@ -62,13 +62,16 @@ class RunTables:
 
     def apply(self, spec: StageSpec, out: pa.Table, rejects: pa.Table, side: dict[str, pa.Table], kept: list[str]) -> None:
         """Record a stage's result: its rows, its rejects, and the subject items still live."""
+        live_before = set(self.live.get(spec.writes, ()))
         self.put(spec.writes, out)
         for name, rows in side.items():
             self.put(name, rows)
         self.put("rejects", rejects)
         if spec.writes != spec.subject:
-            # Items the stage created are live; the subject narrows to what the stage kept.
-            self.live[spec.writes] = set(out.column(SUBJECT_KEYS[spec.writes]).to_pylist())
+            # Items the stage created are live, next to those earlier steps left live in the same table
+            # (difficulty gets group_stats, mcts and rap rows from three stages, and `select` judges them
+            # together); the subject narrows to what the stage kept.
+            self.live[spec.writes] = live_before | set(out.column(SUBJECT_KEYS[spec.writes]).to_pylist())
         self.live[spec.subject] = set(kept)
         self.live["rejects"] = set(self.tables["rejects"].column("reject_id").to_pylist())
 

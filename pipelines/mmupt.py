@@ -17,7 +17,7 @@ from pipelines.answers import extract_answer, parse_json_object
 from pipelines.engines.base import Request, user
 from pipelines.policy.prompt import question_text
 from pipelines.structured import ask
-from pipelines.verification import check_answer
+from pipelines.verification import answer_clusters
 
 PROMPT_VERSION = "mmupt-v1"
 EXAMPLE = {"question": "How many red objects are left of the largest blue one?", "answer_type": "num"}
@@ -91,17 +91,7 @@ def majority_vote(answers: list[str | None], answer_type: str = "fib", choices=(
     >>> majority_vote([None, None], "num")
     (None, 0.0)
     """
-    clusters: list[list[str]] = []
-    for answer in answers:
-        if answer is None:
-            continue
-        for cluster in clusters:
-            check = check_answer(answer, cluster[0], answer_type, choices=tuple(choices))
-            if (check.passed if check is not None else answer.strip().lower() == cluster[0].strip().lower()):
-                cluster.append(answer)
-                break
-        else:
-            clusters.append([answer])
+    clusters = answer_clusters(answers, answer_type, choices=tuple(choices))
     if not clusters:
         return None, 0.0
     best = max(clusters, key=len)  # ties: the first cluster formed wins (deterministic)

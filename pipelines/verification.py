@@ -436,6 +436,44 @@ def _route_box(predicted: str, reference: str, choices: Sequence[str], numeric_r
 ROUTES = {"mc": _route_choice, "num": _route_number, "fib": _route_fill_in, "bbox": _route_box}
 
 
+def same_answer(first: str, second: str, answer_type: str, *, choices: Sequence[str] = ()) -> bool:
+    """Whether two extracted answers say the same thing, by the verifier of their type.
+
+    Descriptive answers have no rule verifier: they are the same when equal after `normalize_text`.
+
+    >>> same_answer("7.0", "7", "num"), same_answer("(b)", "B", "mc"), same_answer("A red ball.", "a red ball", "des")
+    (True, True, True)
+    """
+    check = check_answer(first, second, answer_type, choices=choices)
+    if check is None:
+        return normalize_text(first) == normalize_text(second)
+    return check.passed
+
+
+def answer_clusters(answers: Sequence[str | None], answer_type: str, *, choices: Sequence[str] = ()) -> list[list[str]]:
+    """The answers grouped by equivalence (`same_answer` with each cluster's first member), in order of
+    first appearance. No-answers (None) are left out: the caller decides what they count as.
+
+    Equivalence by the verifiers, not by string equality: "7", "7.0" and "seven" are one cluster for a
+    number. Comparing with the first member keeps the result deterministic where a tolerance makes the
+    relation intransitive.
+
+    >>> answer_clusters(["7", "8", "7.0", None, "seven"], "num")
+    [['7', '7.0', 'seven'], ['8']]
+    """
+    clusters: list[list[str]] = []
+    for answer in answers:
+        if answer is None:
+            continue
+        for cluster in clusters:
+            if same_answer(answer, cluster[0], answer_type, choices=choices):
+                cluster.append(answer)
+                break
+        else:
+            clusters.append([answer])
+    return clusters
+
+
 # ---------------------------------------------------------------------------------------------
 # Guarding a model judge
 # ---------------------------------------------------------------------------------------------

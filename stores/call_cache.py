@@ -221,6 +221,10 @@ class CachedEngine:
     def revision(self) -> str:
         return self.inner.revision
 
+    @property
+    def continues_assistant_prefix(self) -> bool:
+        return getattr(self.inner, "continues_assistant_prefix", False)
+
     def generate(self, requests: list[Request]) -> list[Response]:
         name, model, revision = self.name, self.model, self.revision
         call_ids = [request.call_id(name, model, revision) for request in requests]

@@ -55,3 +55,25 @@ def test_frames_are_neither_counted_nor_rejected_and_stay_live_with_their_video(
 def test_row_hashes_keep_the_schema_so_empty_and_full_shards_concatenate():
     empty, full = CTX.rejects([]), CTX.rejects([CTX.reject("x", "caption.too_short", "short")])
     assert pa.concat_tables([with_row_hash("rejects", full), with_row_hash("rejects", empty)]).num_rows == 1
+
+
+def test_rows_two_steps_write_to_one_table_stay_live_together():
+    """difficulty gets group_stats rows from `difficulty` and mcts rows from `mcts` (both about questions):
+    `select`, reading difficulty next, must see both."""
+    from flows.run_tables import RunTables
+    from pipelines.stages.difficulty import difficulty
+    from pipelines.stages.mcts import mcts
+
+    tables = RunTables(lambda name: CTX.empty(name))
+    questions = CTX.rows("questions", [{"question_id": q, "asset_ids": ["a"], "question": "?", "answer": "1", "answer_type": "num",
+                                        "category": "c", "abilities": [], "reward_route": "rule", "generator": "g"} for q in ("q1", "q2")])
+    tables.put("questions", questions)
+    group_stats = CTX.rows("difficulty", [{"difficulty_id": f"g-{q}", "question_id": q, "policy_id": "p", "method": "group_stats"}
+                                          for q in ("q1", "q2")])
+    tables.apply(difficulty, group_stats, CTX.rejects([]), {}, ["q1", "q2"])
+    searched = CTX.rows("difficulty", [{"difficulty_id": "m-q1", "question_id": "q1", "policy_id": "p", "method": "mcts"}])
+    mcts_ctx = StageContext(run_id="r", stage="mcts", stage_version=1, config_hash="c", root=None)
+    rejected = mcts_ctx.rejects([mcts_ctx.reject("q2", "mcts.engine_error", "HTTP 503")])
+    tables.apply(mcts, searched, rejected, {}, ["q1"])
+    assert sorted(tables.read("difficulty")["difficulty_id"].to_pylist()) == ["g-q1", "g-q2", "m-q1"]
+    assert tables.read("questions")["question_id"].to_pylist() == ["q1"]

@@ -34,10 +34,14 @@ class Request:
     # them; RAP's attention confidence needs them). Engines that cannot provide them leave them None.
     return_logprobs: bool = False
     return_attentions: bool = False
+    # The last message is the assistant's own unfinished turn, to be continued rather than answered
+    # (MCTS steps: the steps so far, so the server's prefix cache holds them). Send it only to an
+    # engine whose `continues_assistant_prefix` is True (pipelines/mcts.py renders the steps otherwise).
+    continue_final_message: bool = False
 
     def call_id(self, engine: str, model: str, revision: str) -> str:
         """Content address of this call: same engine, model, prompt and sampling -> same id."""
-        extras = [name for name in ("return_logprobs", "return_attentions") if getattr(self, name)]
+        extras = [name for name in ("return_logprobs", "return_attentions", "continue_final_message") if getattr(self, name)]
         return make_id("call", engine, model, revision, _strip_paths(self.messages), self.n, self.temperature,
                        self.top_p, self.max_tokens, self.seed, list(self.stop), self.response_schema,
                        self.prompt_version, *([extras] if extras else []))  # old ids stay as they were

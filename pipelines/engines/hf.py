@@ -65,6 +65,7 @@ class _Row:
 
 class HFEngine:
     name = "hf"
+    continues_assistant_prefix = True  # a request may end with the assistant's unfinished turn (chat template)
 
     def __init__(self, model: str, *, device: str = "auto", dtype: str | None = None, batch_size: int = 16,
                  max_new_tokens_cap: int | None = None):
@@ -156,23 +157,25 @@ class HFEngine:
     # --- inputs -------------------------------------------------------------------------------------
 
     def _rows(self, index: int, request: Request) -> list[_Row]:
-        prompt_ids, pixel_values = self._encode(request.messages)
+        prompt_ids, pixel_values = self._encode(request.messages, continue_final_message=request.continue_final_message)
         limit = getattr(self._model.config.get_text_config(), "max_position_embeddings", None)
         if limit and len(prompt_ids) + self._max_new_tokens(request) > limit:
             raise ValueError(f"prompt ({len(prompt_ids)} tokens) + max_tokens exceeds the context of {limit} tokens")
         seed = request.seed if request.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
         return [_Row(index, k, prompt_ids, pixel_values, _row_seed(seed, k), request) for k in range(request.n)]
 
-    def _encode(self, messages: list[dict]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Token ids (image placeholders expanded) and pixel values of one chat."""
+    def _encode(self, messages: list[dict], *, continue_final_message: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Token ids (image placeholders expanded) and pixel values of one chat. With `continue_final_message`
+        the prompt ends inside the last (assistant) message instead of opening a new turn."""
         chat, images = _split_images(messages)
+        turn = {"add_generation_prompt": not continue_final_message, "continue_final_message": continue_final_message}
         if images and not self.with_vision:
             raise ValueError(f"{self.model} is a text-only model and the request has {len(images)} image(s)")
         if not self.with_vision:
             chat = [{**m, "content": _flat_text(m["content"])} for m in chat]
-            ids = self._tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True, return_dict=True)
+            ids = self._tokenizer.apply_chat_template(chat, tokenize=True, return_dict=True, **turn)
             return torch.tensor(ids["input_ids"]), None
-        text = self._processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+        text = self._processor.apply_chat_template(chat, tokenize=False, **turn)
         encoded = self._processor(text=text, images=[_open_image(p) for p in images] or None, return_tensors="pt")
         return encoded["input_ids"][0], encoded.get("pixel_values")
 

@@ -126,7 +126,8 @@ class OpenAICompatibleEngine:
                  timeout_s: float = 120.0, max_retries: int = 4, max_rate_limit_retries: int = 20,
                  backoff_base_s: float = 0.5, backoff_max_s: float = 30.0, rpm: int | None = None,
                  tpm: int | None = None, guided_json: str = "auto", extra_body: dict | None = None,
-                 max_tokens_param: str = "max_tokens", http_client: str = "aiohttp", jitter=random.random):
+                 max_tokens_param: str = "max_tokens", http_client: str = "aiohttp", continue_final_message: bool = False,
+                 jitter=random.random):
         """`base_url`: one URL or a list (replicas, load-balanced), each including `/v1`.
 
         `api_key_env`: the environment variable holding the key (preferred: `api_key` itself ends up
@@ -137,7 +138,10 @@ class OpenAICompatibleEngine:
         `chat_template_kwargs`). `max_tokens_param`: "max_completion_tokens" for OpenAI reasoning
         models. `http_client`: the client's transport, "httpx" (httpx2, pure Python) or "aiohttp" (needs
         `pip install "openai[aiohttp]"`; half the client CPU per call, measured: worth it past a few
-        hundred requests a second). `jitter`: the uniform [0, 1) draw of the backoff (tests pass a constant).
+        hundred requests a second). `continue_final_message`: the server continues a trailing assistant
+        message when asked (vLLM and SGLang take `continue_final_message`; hosted APIs do not), so MCTS
+        sends its steps so far as that message and the server's prefix cache reuses them; False: MCTS
+        renders them into the user turn. `jitter`: the uniform [0, 1) draw of the backoff (tests pass a constant).
         """
         urls = [base_url] if isinstance(base_url, str) else list(base_url)
         problems = _check_options(urls, max_concurrency, guided_json, max_tokens_param, timeout_s, http_client)
@@ -149,6 +153,7 @@ class OpenAICompatibleEngine:
         self.backoff_base_s, self.backoff_max_s = backoff_base_s, backoff_max_s
         self.extra_body, self.max_tokens_param, self._jitter = dict(extra_body or {}), max_tokens_param, jitter
         self._options, self.http_client = {"timeout": self.timeout_s}, http_client
+        self.continues_assistant_prefix = continue_final_message
         self._urls, self._api_key = urls, _api_key(api_key, api_key_env)
         self._rpm = _TokenBucket(rpm) if rpm else None
         self._tpm = _TokenBucket(tpm) if tpm else None
@@ -490,6 +495,8 @@ def request_body(request: Request, model: str, max_tokens_param: str = "max_toke
         body["seed"] = request.seed
     if request.stop:
         body["stop"] = list(request.stop)
+    if request.continue_final_message:  # vLLM / SGLang: extend the assistant's last message, open no new turn
+        body |= {"continue_final_message": True, "add_generation_prompt": False}
     return body
 
 

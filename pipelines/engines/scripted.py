@@ -18,7 +18,9 @@ import re
 from collections import Counter
 import time
 
+from pipelines.answers import extract_answer
 from pipelines.engines.base import Request, Response, text_of
+from pipelines.verification import check_answer
 from pipelines.world import knowledge_of, world_from_json
 from pipelines.world.scenes import COLOURS, KINDS
 from schemas.base import sha256_text
@@ -46,7 +48,7 @@ class ScriptedEngine:
         if handler is None:
             return Response([], call_id, error=f"the scripted teacher has no answer for task {request.task!r} "
                                                f"(it knows: {', '.join(sorted(_HANDLERS))})")
-        if request.task != "judge" and not request.hints.get("scene"):
+        if request.task not in _SCENE_FREE and not request.hints.get("scene"):
             return Response([], call_id, error="the scripted teacher only knows synthetic images (no scene graph "
                                                "in the request's hints); use a real model profile for other data")
         scene = world_from_json(request.hints["scene"]) if request.hints.get("scene") else None
@@ -138,7 +140,34 @@ def _judge(engine, scene, request, rng):
     """Tiered score for a descriptive answer, facts first: a fact the reference does not state (a
     changed number, label, colour, shape or relation) scores 0; all facts and close wording score 1;
     a correct but incomplete answer scores 0.5 when its wording overlaps enough."""
-    candidate, reference = request.hints.get("candidate", ""), request.hints.get("reference", "")
+    score, reason = _descriptive_score(request.hints.get("candidate", ""), request.hints.get("reference", ""))
+    return json.dumps({"score": score, "verdict": "correct" if score >= 0.5 else "incorrect", "reason": reason})
+
+
+def _judge_solution(engine, scene, request, rng):
+    """ThinkLite-VL's judge: told the question, the ground truth and a step-by-step solution, it
+    answers in one sentence whether the solution's final answer is true. It reads the final answer
+    the way a model would (the last boxed value or answer line) and compares it with the verifier of
+    the answer type (descriptive answers: by their facts and wording). Noise: `wrong_answer` flips
+    the verdict; `malformed` opens with a sentence of its own, so "true" is not in the first sentence."""
+    hints = request.hints
+    answer, reference = extract_answer(hints.get("solution", "")), str(hints.get("reference", ""))
+    answer_type = hints.get("answer_type", "fib")
+    if answer is None:
+        correct = False
+    elif answer_type == "des":
+        correct = _descriptive_score(answer, reference)[0] >= 0.5
+    else:
+        correct = check_answer(answer, reference, answer_type, choices=tuple(hints.get("choices") or ())).passed
+    if engine._noisy("wrong_answer", rng):
+        correct = not correct
+    verdict = f"The generated answer is {'true' if correct else 'false'}."
+    if engine._noisy("malformed", rng):
+        return f"Let me compare the rationale with the ground truth answer first. {verdict}"
+    return verdict
+
+
+def _descriptive_score(candidate: str, reference: str) -> tuple[float, str]:
     wrong, missing = _facts(candidate) - _facts(reference), _facts(reference) - _facts(candidate)
     overlap = _token_f1(candidate, reference)
     if wrong:
@@ -148,7 +177,7 @@ def _judge(engine, scene, request, rng):
     else:
         score = 0.5 if overlap >= 0.35 else 0.0
         reason = f"misses {sorted(missing)}; token overlap {overlap:.2f}"
-    return json.dumps({"score": score, "verdict": "correct" if score >= 0.5 else "incorrect", "reason": reason})
+    return score, reason
 
 
 _FACT_WORDS = set(COLOURS) | set(KINDS) | {"left", "right", "above", "below", "more", "fewer", "larger", "smaller"}
@@ -211,7 +240,9 @@ _HANDLERS = {
     "bridge_cot.reason": _raw_cot,
     "distill_cot.refine": _refine_cot,
     "judge": _judge,
+    "mcts.judge": _judge_solution,
 }
+_SCENE_FREE = {"judge", "mcts.judge"}  # judges read the texts they are given, not the image
 
 
 def _item_json(item) -> dict:

@@ -8,6 +8,7 @@ from pipelines.stages.difficulty import difficulty
 from pipelines.stages.distill_cot import distill_cot
 from pipelines.stages.grpo import grpo
 from pipelines.stages.ingest import ingest
+from pipelines.stages.mcts import mcts
 from pipelines.stages.mixture import mixture
 from pipelines.stages.rescore import rescore
 from pipelines.stages.rollouts import rollouts
@@ -18,3 +19,4 @@ from pipelines.stages.verify import verify
 STAGES: dict[str, StageSpec] = {
     s.name: s for s in (ingest, dedup, caption, synthesize_qa, distill_cot, bridge_cot, verify, rollouts, difficulty, select, mixture, grpo, rescore)
 }
+STAGES[mcts.name] = mcts

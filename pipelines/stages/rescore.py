@@ -17,7 +17,7 @@ from pipelines.stages.rollouts import sample_and_score
 
 @stage(reads={"questions": ["question_id", "question", "answer", "answer_type", "choices", "asset_ids"],
               "assets": ["asset_id", "kind", "media_uri", "sha256", "scene", "parent_asset_id", "frame_ts"], "policies": ["policy_id", "kind", "path"]},
-       writes="rollouts", version=1, unit="question", engines=("policy", "judge"))
+       writes="rollouts", version=2, unit="question", engines=("policy", "judge"))  # 2: difficulty's new group statistics
 def rescore(questions: pa.Table, assets: pa.Table, policies: pa.Table, ctx: StageContext, *, group_size: int = 8,
             with_image: list[bool] = [True, False], temperature: float = 1.0, top_p: float = 1.0, max_tokens: int = 48,
             reward: str = "wethink", min_rollouts: int = 4, policy_kind: str = "grpo") -> StageResult:

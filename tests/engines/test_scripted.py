@@ -13,7 +13,7 @@ from pipelines.world import caption_coarse, caption_fine, invalid_items, make_sc
 from tests.stages.fixtures import teacher
 
 SCENES = {family: make_scene(family, 3, size=96) for family in ("counting", "relations", "arithmetic", "bar_chart")}
-TASKS = ["bridge_cot.describe", "bridge_cot.pseudo", "bridge_cot.reason", "caption.coarse", "caption.fine", "distill_cot.raw", "distill_cot.refine", "judge", "synthesize_qa.answer",
+TASKS = ["bridge_cot.describe", "bridge_cot.pseudo", "bridge_cot.reason", "caption.coarse", "caption.fine", "distill_cot.raw", "distill_cot.refine", "judge", "mcts.judge", "synthesize_qa.answer",
          "synthesize_qa.check", "synthesize_qa.detail_answer", "synthesize_qa.detail_request", "synthesize_qa.mmupt_write",
          "synthesize_qa.write"]
 
@@ -197,3 +197,32 @@ def test_the_registry_builds_it_from_a_profile(tmp_path):
     assert (engine.name, engine.model, engine.revision) == ("scripted", "t1", "world-v1")
     assert engine.noise == {**DEFAULT_NOISE, "malformed": 0}
     assert engines.engine("captioner") is engine  # loaded once per profile
+
+
+# ---- ThinkLite's judge for MCTS solutions ----------------------------------------------------------------------
+
+def mcts_judge(solution: str, reference: str, answer_type: str = "num", choices=(), **noise) -> str:
+    (response,) = teacher(**noise).generate([call("mcts.judge", text=f"Question: q\nGround truth answer: {reference}\n{solution}",
+                                                  solution=solution, reference=reference, answer_type=answer_type,
+                                                  choices=list(choices))])
+    assert response.error is None
+    return response.text
+
+
+def test_the_mcts_judge_answers_in_one_sentence_whether_the_final_boxed_answer_is_right():
+    right = "### Step1: Count the squares: 3. <end>\n### Final Answer: The answer is: \\boxed{3}."
+    wrong = right.replace("boxed{3}", "boxed{4}")
+    assert mcts_judge(right, "3") == "The generated answer is true."
+    assert mcts_judge(wrong, "3") == "The generated answer is false."
+    assert mcts_judge("### Step1: I am not sure. <end>", "3") == "The generated answer is false."  # no final answer
+    assert mcts_judge(right.replace("{3}", "{three}"), "3") == "The generated answer is true."  # verifier, not strings
+    # multiple choice: the letter, or (open-ended) the option text graded as text
+    assert mcts_judge("### Final Answer: The answer is: \\boxed{B}.", "B", "mc", ["red", "blue", "green", "grey"]).endswith("true.")
+    assert mcts_judge("### Final Answer: The answer is: \\boxed{blue}.", "blue", "fib").endswith("true.")
+
+
+def test_the_mcts_judge_is_wrong_and_rambling_at_its_noise_rates():
+    right = "### Final Answer: The answer is: \\boxed{3}."
+    assert mcts_judge(right, "3", wrong_answer=1.0) == "The generated answer is false."
+    rambling = mcts_judge(right, "3", malformed=1.0)
+    assert "true" not in rambling.split(".")[0] and rambling.endswith("The generated answer is true.")

@@ -2,7 +2,6 @@
 embedded, shards respect the size limit, the card's metadata matches the lake, and the upload reaches a
 loopback Hub (tests/servers/hub_stub.py) with the token in the Authorization header and nowhere else."""
 
-import doctest
 import os
 import shutil
 import subprocess
@@ -16,7 +15,7 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from PIL import Image
 
 from schemas.errors import ExportError
-from stores.exports import dataset_card, facts, hub
+from stores.exports import hub
 from stores.lake import Lake
 from tests.servers.hub_stub import HubStub
 
@@ -46,11 +45,6 @@ def lake_count(built, table: str) -> int:
 
 def load(folder, config, cache):
     return datasets.load_dataset(str(folder), config, split="train", cache_dir=str(cache))
-
-
-def test_doctests_of_the_export_modules():
-    for module in (facts, hub, dataset_card):
-        assert doctest.testmod(module).failed == 0, module.__name__
 
 
 def test_every_config_loads_with_the_rows_the_version_has(exported, built, tmp_path):

@@ -2,7 +2,6 @@
 chromium + chromedriver, driven by Selenium): no console errors, one card per sample, filters that
 show exactly the samples the lake says match, charts and rejects from the data, and a screenshot."""
 
-import doctest
 import re
 import shutil
 import tempfile
@@ -12,7 +11,6 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
-from stores.exports import report_page, svg_charts
 from stores.lake import Lake
 
 pytestmark = pytest.mark.slow
@@ -80,11 +78,6 @@ def choose(driver, select_id: str, value: str) -> None:
     from selenium.webdriver.support.ui import Select
 
     Select(driver.find_element("id", select_id)).select_by_value(value)
-
-
-def test_doctests_of_the_page_modules():
-    for module in (report_page, svg_charts):
-        assert doctest.testmod(module).failed == 0, module.__name__
 
 
 def test_page_loads_offline_with_no_console_errors_and_every_sample(report, browser, built):

@@ -3,7 +3,11 @@
 import pytest
 
 from pipelines.stage import account, kept_ids
-from pipelines.stages.difficulty import difficulty, learnability, pass_rate, reward_std
+import doctest
+import importlib
+import math
+
+from pipelines.stages.difficulty import difficulty, learnability, pass_rate, reward_std, semantic_entropy
 from schemas import make_id
 from tests.stages.fixtures import context
 
@@ -16,26 +20,27 @@ def ctx(tmp_path):
     return context("difficulty", tmp_path)
 
 
-def rollouts(ctx, groups: dict[tuple[str, str, bool], list[tuple[bool, float]]]):
-    """groups: (question_id, policy_id, with_image) -> [(correct, reward), ...]"""
+def rollouts(ctx, groups: dict[tuple[str, str, bool], list[tuple]]):
+    """groups: (question_id, policy_id, with_image) -> [(correct, reward), ...] or [(correct, reward, extracted), ...]"""
     rows = []
     for (question_id, policy_id, with_image), samples in groups.items():
         group_id = f"group-{question_id}-{policy_id}-{with_image}"
-        for index, (correct, reward) in enumerate(samples):
+        for index, (correct, reward, *extracted) in enumerate(samples):
             rows.append({"rollout_id": f"{group_id}-{index}", "question_id": question_id, "policy_id": policy_id,
                          "group_id": group_id, "sample_index": index, "with_image": with_image, "response": "…",
-                         "extracted": None, "correct": correct, "format_ok": True, "reward": reward})
+                         "extracted": extracted[0] if extracted else None, "correct": correct, "format_ok": True,
+                         "reward": reward})
     return ctx.rows("rollouts", rows)
 
 
-def questions(ctx, ids):
-    return ctx.rows("questions", [{"question_id": i, "asset_ids": ["a"], "question": "?", "answer": "1", "answer_type": "num",
-                                   "category": "c", "abilities": ["counting"], "reward_route": "rule", "generator": "g"}
-                                  for i in ids])
+def questions(ctx, ids, answer_type="num", choices=None):
+    return ctx.rows("questions", [{"question_id": i, "asset_ids": ["a"], "question": "?", "answer": "1", "answer_type": answer_type,
+                                   "choices": choices, "category": "c", "abilities": ["counting"], "reward_route": "rule",
+                                   "generator": "g"} for i in ids])
 
 
-def run(ctx, ids, groups, **params):
-    subject = questions(ctx, ids)
+def run(ctx, ids, groups, answer_type="num", choices=None, **params):
+    subject = questions(ctx, ids, answer_type, choices)
     result = difficulty(subject, rollouts(ctx, groups), ctx, **params)
     return result, account(difficulty, subject, result)
 
@@ -124,3 +129,48 @@ def test_a_question_scored_for_one_policy_is_kept_when_another_policys_group_is_
     assert list(rows(result)) == [("q1", P)]
     assert result.rejects["reason"].to_pylist() == ["difficulty.too_few_rollouts"]
     assert kept_ids(difficulty, subject, result) == ["q1"]
+
+
+def test_the_doctests_hold():
+    module = importlib.import_module("pipelines.stages.difficulty")  # the package attribute is the stage itself
+    assert doctest.testmod(module).failed == 0 and doctest.testmod(module).attempted >= 4
+
+
+def test_majority_and_entropy_cluster_answers_by_equivalence_not_by_string(ctx):
+    # "3", "3.0" and "three" are one number; "4" is another; two samples gave no answer.
+    image = [(True, 1.0, "3"), (True, 1.0, "3.0"), (True, 0.7, "three"), (False, 0.3, "4"), (False, 0.3, "4"),
+             (False, 0.0, None), (False, 0.0, None), (True, 1.0, "3")]
+    result, _ = run(ctx, ["q1"], {("q1", P, True): image})
+    row = rows(result)[("q1", P)]
+    assert (row["n_rollouts"], row["n_correct"], row["pass_rate"]) == (8, 4, 0.5)
+    assert row["majority_answer"] == "3" and row["majority_fraction"] == 0.5  # 4 of 8, the no-answers counted in G
+    expected = -sum(p * math.log(p) for p in (4 / 8, 2 / 8, 2 / 8))  # clusters {3}, {4}, {no answer}
+    assert row["semantic_entropy"] == pytest.approx(expected)
+    # by string equality "3", "3.0" and "three" would be three clusters, and the entropy higher
+    assert semantic_entropy([2, 1, 1, 2, 2]) > row["semantic_entropy"]
+
+
+def test_multiple_choice_answers_cluster_by_the_letter_they_name(ctx):
+    image = [(True, 1.0, "B"), (True, 1.0, "(b)"), (True, 1.0, "12 apples"), (False, 0.3, "A")]
+    result, _ = run(ctx, ["q1"], {("q1", P, True): image}, answer_type="mc", choices=["10 apples", "12 apples", "9", "8"])
+    row = rows(result)[("q1", P)]
+    assert row["majority_answer"] == "B" and row["majority_fraction"] == 0.75
+
+
+def test_no_answer_never_wins_the_majority_and_a_unanimous_group_has_zero_entropy(ctx):
+    result, _ = run(ctx, ["silent", "unanimous"], {("silent", P, True): [(False, 0.0, None)] * 5 + [(False, 0.3, "7")] * 3,
+                                                    ("unanimous", P, True): [(True, 1.0, "1")] * 4})
+    silent, unanimous = rows(result)[("silent", P)], rows(result)[("unanimous", P)]
+    assert silent["majority_answer"] == "7" and silent["majority_fraction"] == 3 / 8
+    assert silent["semantic_entropy"] == pytest.approx(-(5 / 8 * math.log(5 / 8) + 3 / 8 * math.log(3 / 8)))
+    assert unanimous["semantic_entropy"] == 0.0 and unanimous["majority_fraction"] == 1.0
+
+
+def test_the_text_only_group_gets_its_own_size_and_spread(ctx):
+    result, _ = run(ctx, ["q1"], {("q1", P, True): [(True, 1.0)] * 4,
+                                  ("q1", P, False): [(True, 1.0), (False, 0.0), (False, 0.0), (False, 0.0), (False, 0.0), (True, 1.0)]})
+    row = rows(result)[("q1", P)]
+    assert (row["n_rollouts"], row["reward_std"]) == (4, 0.0)
+    assert row["n_rollouts_text_only"] == 6 and row["pass_rate_text_only"] == pytest.approx(1 / 3)
+    assert row["reward_std_text_only"] == pytest.approx(math.sqrt(2 / 9))
+    assert row["cde_gap"] == pytest.approx(2 / 3)
