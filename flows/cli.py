@@ -8,6 +8,8 @@
     flow show wethink <question_id>
     flow report loop --dataset loop
     flow export trainer --dataset wethink --format trl --output out/
+    flow export hub --dataset wethink --repo me/wethink [--private]   (or --to-folder DIR: no upload)
+    flow report html --dataset wethink [--version N]
     flow versions wethink --stages            # per stage: items, rejects, model calls, tokens, seconds
     flow deploy | flow serve                  # the recipes as scheduled Prefect deployments (prefect.yaml)
 
@@ -234,7 +236,7 @@ def cache_invalidate(dataset: str = typer.Argument(..., help="dataset name"),
     typer.echo(f"forgot {deleted} calls")
 
 
-report_app = typer.Typer(no_args_is_help=True, help="Reports on a dataset version.")
+report_app = typer.Typer(no_args_is_help=True, help="Reports on a dataset version, for people: pages, loop rounds.")
 app.add_typer(report_app, name="report")
 
 
@@ -258,7 +260,7 @@ def report_loop(dataset: str = typer.Option(..., "--dataset", "-d", help="datase
         typer.echo(f"{report['recipe']} run {report['run_id']}, version {report['version']}. {legend(report)}")
 
 
-export_app = typer.Typer(no_args_is_help=True, help="Write a dataset version out for other tools.")
+export_app = typer.Typer(no_args_is_help=True, help="Write a dataset version out for others: the Hugging Face Hub, trainers.")
 app.add_typer(export_app, name="export")
 
 
@@ -283,6 +285,59 @@ def export_trainer(dataset: str = typer.Option(..., "--dataset", "-d", help="dat
     skipped = "".join(f", skipped {n} ({why})" for why, n in written["skipped"].items())
     typer.echo(f"wrote {written['n_rows']} rows ({written['rows']}, version {written['version']}) for {written['format']} "
                f"to {written['output']}{skipped}; images {written['images']}.\nLoad with: {written['load_with']}")
+
+
+@export_app.command("hub")
+def export_hub(dataset: str = typer.Option(..., "--dataset", "-d", help="dataset name"),
+               version: Optional[int] = typer.Option(None, help="dataset version (default: latest)"),
+               repo: Optional[str] = typer.Option(None, help="Hub dataset repo, user/name or org/name"),
+               private: bool = typer.Option(False, "--private", help="create the repo private"),
+               to_folder: Optional[Path] = typer.Option(None, "--to-folder", help="write the Hub layout here; no upload"),
+               license: Optional[str] = typer.Option(None, help="licence id for the card, e.g. cc-by-4.0 (default: the "
+                                                                 "recipe's, else 'other')"),
+               max_shard_mb: float = typer.Option(500.0, help="largest Parquet file, in MB")):
+    """Write a version as a Hub dataset (Parquet shards, embedded images, a dataset card) and upload it.
+
+    The token comes from HF_TOKEN or `hf auth login`; HF_ENDPOINT picks another Hub.
+    """
+    import tempfile
+
+    from flows.recipes import recipe_license
+    from schemas.errors import ExportError
+    from stores.exports.hub import upload, write_folder
+
+    if to_folder is None and repo is None:
+        raise typer.BadParameter("give --repo user/name to upload, or --to-folder DIR to write the files only", param_hint="--repo")
+    if to_folder is not None and private:
+        raise ExportError("--private applies to an upload; --to-folder writes files only. Drop one of them.")
+    with _lake(dataset) as lake, tempfile.TemporaryDirectory(prefix="thinkmill-hub-") as scratch:
+        folder = to_folder if to_folder is not None else Path(scratch) / dataset
+        recipes = {v["version"]: v["recipe"] for v in lake.versions()}
+        export = write_folder(lake, folder, version=version, max_shard_bytes=int(max_shard_mb * 1_000_000), license=license,
+                              recipe_license=recipe_license(recipes.get(version or max(recipes, default=0), "")), repo_id=repo)
+        n_files = sum(len(c.files) for c in export.configs.values())
+        typer.echo(f"{dataset} version {export.version}: {len(export.configs)} configs "
+                   f"({', '.join(f'{n} {c.n_rows} rows' for n, c in export.configs.items())}), {n_files} Parquet files + README.md")
+        if to_folder is not None:
+            typer.echo(f"wrote {folder}; load it with datasets.load_dataset({str(folder)!r}, 'samples')")
+            return
+        url = upload(folder, repo, private=private, commit_message=f"thinkmill: {dataset} version {export.version}")
+        typer.echo(f"uploaded to {url}{' (private)' if private else ''}")
+
+
+@report_app.command("html")
+def report_html(dataset: str = typer.Option(..., "--dataset", "-d", help="dataset name"),
+                version: Optional[int] = typer.Option(None, help="dataset version (default: latest)"),
+                output: Optional[Path] = typer.Option(None, "--output", "-o", help="folder for index.html and thumbnails "
+                                                      "(default: $THINKMILL_HOME/reports/<dataset>-v<version>)"),
+                max_samples: int = typer.Option(500, help="most samples on the page (the page says when it shows fewer)")):
+    """A static page to look at a version: samples with image, QA, CoT, verdicts, difficulty; charts; rejects."""
+    from stores.exports.report_page import write_report
+
+    with _lake(dataset) as lake:
+        page = write_report(lake, output, version=version, max_samples=max_samples,
+                            default_root=thinkmill_home() / "reports")
+    typer.echo(f"wrote {page.path} ({page.n_shown} of {page.n_samples} samples); open it in a browser")
 
 
 # ---- helpers -------------------------------------------------------------------------------------

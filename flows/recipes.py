@@ -5,7 +5,7 @@ everything before any work starts: every stage exists, every parameter is one th
 takes and has the right type, every model profile and source exists. All problems are reported in
 one `RecipeError`, each naming what exists instead.
 
-Override keys: `dataset`, `shard_size`, `workers`, `seed`, `models.<role>` (a profile name),
+Override keys: `dataset`, `shard_size`, `workers`, `seed`, `license`, `models.<role>` (a profile name),
 `source.<source>.<param>`, and `<stage>.<param>` for a step of the recipe.
 
 A recipe may end with a `loop:` block: steps run `rounds` times after `steps` (flows/loop.py), each
@@ -24,7 +24,8 @@ from pydantic import TypeAdapter, ValidationError
 from schemas.base import canonical_json, sha256_text
 from schemas.errors import RecipeError, did_you_mean
 
-TOP_LEVEL = ("dataset", "description", "models", "source", "steps", "shard_size", "workers", "seed", "loop", "rounds")
+TOP_LEVEL = ("dataset", "description", "models", "source", "steps", "shard_size", "workers", "seed", "loop", "rounds",
+             "license")
 
 
 def configs_dir() -> Path:
@@ -36,6 +37,15 @@ def configs_dir() -> Path:
 
 def recipe_names() -> list[str]:
     return sorted(p.stem for p in (configs_dir() / "recipes").glob("*.yaml"))
+
+
+def recipe_license(name: str) -> str | None:
+    """The `license` a recipe file states now (None when the recipe or the key is absent): for exports."""
+    path = configs_dir() / "recipes" / f"{name}.yaml"
+    if not path.exists():
+        return None
+    value = (yaml.safe_load(path.read_text()) or {}).get("license")
+    return None if value is None else str(value)
 
 
 def model_profile_names() -> list[str]:
@@ -63,13 +73,17 @@ class Recipe:
     seed: int = 0
     loop: list = field(default_factory=list, repr=False)  # steps each round repeats, after `steps`
     rounds: int = 0
+    license: str | None = None  # the data's licence (an SPDX-style id), for exports; None: not stated
 
     def resolved(self) -> dict:
         """The recipe as it will run: what the config hash covers and `versions.config` records."""
         resolved = {"recipe": self.name, "dataset": self.dataset, "models": self.models, "source": self.source,
                     "steps": [{s.stage: s.params} for s in self.steps], "seed": self.seed}
-        if self.loop:  # only loop recipes carry these keys: every other recipe keeps its config hash
+        # Optional keys appear only when set, so every other recipe keeps its config hash.
+        if self.loop:
             resolved |= {"loop": [{s.stage: s.params} for s in self.loop], "rounds": self.rounds}
+        if self.license:
+            resolved["license"] = self.license
         return resolved
 
     @property
@@ -100,7 +114,8 @@ def load_recipe(name_or_path: str, overrides: list[str] | tuple = (), *, dataset
     if problems:
         raise RecipeError(where, problems)
     return Recipe(path.stem, path, str(raw["dataset"]), models, model_names, source, steps,
-                  int(raw.get("shard_size", 32)), int(raw.get("workers", 2)), int(raw.get("seed", 0)), loop, rounds)
+                  int(raw.get("shard_size", 32)), int(raw.get("workers", 2)), int(raw.get("seed", 0)), loop, rounds,
+                  None if raw.get("license") is None else str(raw["license"]))
 
 
 def _find(name_or_path: str) -> Path:
@@ -142,7 +157,7 @@ def _apply_overrides(raw: dict, overrides, problems: list[str]) -> dict:
             value = text
         parts = key.strip().split(".")
         head = parts[0]
-        if head in ("dataset", "shard_size", "workers", "seed", "rounds") and len(parts) == 1:
+        if head in ("dataset", "shard_size", "workers", "seed", "rounds", "license") and len(parts) == 1:
             raw[head] = value
         elif head == "models" and len(parts) == 2:
             raw.setdefault("models", {})[parts[1]] = value
@@ -177,7 +192,7 @@ def _is_stage_param(stage: str, param: str) -> bool:
 def _valid_keys(raw: dict) -> list[str]:
     from pipelines.stages import STAGES
 
-    keys = ["dataset", "shard_size", "workers", "seed"] + (["rounds"] if _loop_entries(raw) else [])
+    keys = ["dataset", "shard_size", "workers", "seed", "license"] + (["rounds"] if _loop_entries(raw) else [])
     keys += [f"models.{role}" for role in (raw.get("models") or {})]
     keys += [f"source.{name}.<param>" for name in (raw.get("source") or {})]
     for stage, _ in _step_items(raw.get("steps") or []) + _step_items(_loop_entries(raw)):

@@ -21,14 +21,14 @@ Rules:
 - `thinklite_sc`: accuracy < 0.2 over at least 50 rollouts (ThinkLite-VL's offline self-consistency
   baseline); a smaller group is refused (`too_few_rollouts`).
 - `mmr1`: keeps every group and weights it by p(1−p) over at least 8 rollouts (MMR1's variance-aware
-  sampling); `mmr1_batch` draws batches from the weights.
+  sampling); GRPO draws half of each batch by these weights (`grpo.batch_composition: mmr1`,
+  pipelines/training_order.py).
 - `rap_easy`: drop groups whose rollouts were all correct (RAP: trivial items teach nothing).
 - `rap_right1`: keep groups with exactly one correct rollout (RAP's "right-1" candidates).
 - `mcts_hard`: keep items MCTS solved only after more than 5 iterations, and every unsolved item
   (ThinkLite-VL's selection, K > 5). Unsolved items are kept and marked, never dropped.
 """
 
-import random
 from dataclasses import dataclass
 from typing import Callable
 
@@ -113,33 +113,28 @@ RULES: dict[str, Callable[..., Verdict]] = {
 READS: dict[str, str] = {name: "group_stats" for name in RULES} | {"mcts_hard": "mcts"}
 
 
-def mmr1_batch(weights: list[float], batch_size: int, rng: random.Random) -> list[int]:
-    """Indices of one training batch, MMR1-style: half drawn by weight, half uniformly, no repeats.
+def one_per_question(rows: list[dict]) -> tuple[list[dict], list[tuple[dict, dict]]]:
+    """The rows with one per question (the first of each), and the (duplicate, row kept instead) pairs.
 
-    The weighted half (⌈B/2⌉) is drawn without replacement with probability proportional to the
-    weights (items of weight 0, always or never solved, are never drawn there); the uniform half
-    fills the rest from the items not yet in the batch, so every item keeps a chance. When fewer
-    items have a positive weight than the weighted half wants, the uniform half grows.
+    A rule list that reads two methods (say `thinklite_online` on group statistics and `mcts_hard` on
+    MCTS) marks both difficulty rows of a kept question selected: the question must still train once
+    and count once in a mixture.
 
-    How GRPO training uses it: TRL's GRPOTrainer draws prompts with its own sampler, which repeats
-    each prompt `num_generations` times, and shuffles unless `GRPOConfig(shuffle_dataset=False)`. To
-    train MMR1-style, build the epoch's order from consecutive `mmr1_batch` calls (one per step,
-    `batch_size` = prompts per step), lay the dataset out in that order, and train with
-    `shuffle_dataset=False`. The `grpo` stage does not do this yet: it trains on the selected rows
-    in TRL's shuffled order; the weights are in `difficulty.weight` for it or any trainer to use.
-
-    >>> batch = mmr1_batch([0.25, 0.0, 0.0, 0.16, 0.0, 0.09], 4, random.Random(0))
-    >>> len(batch), len(set(batch)), sum(i in (0, 3, 5) for i in batch) >= 2
-    (4, 4, True)
+    >>> kept, duplicates = one_per_question([{"question_id": "q1", "method": "group_stats"},
+    ...                                      {"question_id": "q2", "method": "group_stats"},
+    ...                                      {"question_id": "q1", "method": "mcts"}])
+    >>> [r["question_id"] for r in kept], [(d["method"], k["method"]) for d, k in duplicates]
+    (['q1', 'q2'], [('mcts', 'group_stats')])
     """
-    batch_size = min(batch_size, len(weights))
-    positive = [i for i, w in enumerate(weights) if w > 0]
-    weighted: list[int] = []
-    for _ in range(min((batch_size + 1) // 2, len(positive))):
-        pool = [i for i in positive if i not in weighted]
-        weighted.append(rng.choices(pool, weights=[weights[i] for i in pool])[0])
-    rest = [i for i in range(len(weights)) if i not in weighted]
-    return weighted + rng.sample(rest, batch_size - len(weighted))
+    first: dict[str, dict] = {}
+    kept, duplicates = [], []
+    for row in rows:
+        if row["question_id"] in first:
+            duplicates.append((row, first[row["question_id"]]))
+        else:
+            first[row["question_id"]] = row
+            kept.append(row)
+    return kept, duplicates
 
 
 def _inside(name: str, value: float, low: float, high: float) -> Verdict:

@@ -12,7 +12,7 @@ ThinkmillError
 │   ├── UnknownEngine
 │   ├── EngineUnavailable   a model could not be loaded or reached
 │   └── EngineTimeout
-├── ExportError          an export that cannot be written as asked: nothing to export, an unknown format
+├── ExportError          an export that cannot be written or uploaded as asked (says what to do instead)
 ├── AccountingError      a stage lost or invented items (in != out + rejects): a bug in the stage
 └── NoPrefectServer      `flow deploy` / `flow serve` with no Prefect server to talk to (says how to start one)
 """
@@ -107,7 +107,7 @@ class AccountingError(ThinkmillError, AssertionError):
 
 
 class ExportError(ThinkmillError, ValueError):
-    """An export that cannot be written as asked (nothing selected, an unknown format, ...); says what to do instead."""
+    """An export (trainer files, Hub folder or upload, report page) that cannot be made as asked; says what to do instead."""
 
 
 class NoPrefectServer(ThinkmillError, ConnectionError):

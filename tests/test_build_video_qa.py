@@ -84,3 +84,25 @@ def test_a_rerun_with_nothing_changed_is_all_cached_and_commits_nothing(built):
     again = built["again"]
     assert again["version"] is None
     assert all(step["n_shards_cached"] == step["n_shards"] for step in again["steps"]), again["steps"]
+
+
+def test_hub_export_shows_a_video_question_by_its_first_frame(built, tmp_path):
+    import datasets
+    import pyarrow.parquet as pq
+    from huggingface_hub import DatasetCard
+
+    from stores.exports.hub import write_folder
+
+    with Lake.open(built["root"], read_only=True) as lake:
+        export = write_folder(lake, tmp_path / "hub", version=1)
+    samples = datasets.load_dataset(str(export.folder), "samples", split="train", cache_dir=str(tmp_path / "cache"))
+    assert samples.num_rows == sql(built, "SELECT count(*) AS n FROM questions")[0]["n"]
+    assert set(samples["asset_kind"]) == {"video"} and all(image.size == (160, 160) for image in samples["image"])
+    first_frames = {r["asset_id"]: (built["root"] / r["media_uri"]).read_bytes() for r in sql(built, """
+        SELECT DISTINCT ON (parent_asset_id) parent_asset_id AS asset_id, media_uri FROM assets
+        WHERE kind = 'frame' ORDER BY parent_asset_id, frame_ts""")}
+    raw = pq.read_table(export.folder / export.configs["samples"].files[0]).to_pylist()
+    assert all(row["image"]["bytes"] == first_frames[row["asset_id"]] for row in raw)
+    # The recipe has no difficulty step: no empty config, and the card says why.
+    assert "difficulty" not in export.configs
+    assert "difficulty" in DatasetCard.load(export.folder / "README.md").data.thinkmill["not_exported"]

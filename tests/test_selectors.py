@@ -1,13 +1,11 @@
 """pipelines/selectors.py: every named rule on hand-built rows, at the edges of its window; MMR1's batches."""
 
 import doctest
-import random
-from collections import Counter
 
 import pytest
 
 import pipelines.selectors
-from pipelines.selectors import (READS, RULES, dapo, easyr1, mcts_hard, mmr1, mmr1_batch, rap_easy, rap_right1,
+from pipelines.selectors import (READS, RULES, dapo, easyr1, mcts_hard, mmr1, rap_easy, rap_right1,
                                  thinklite_online, thinklite_sc)
 
 
@@ -72,23 +70,3 @@ def test_every_rule_reads_one_method():
     assert set(READS) == set(RULES)
     assert {name for name, method in READS.items() if method == "mcts"} == {"mcts_hard"}
 
-
-def test_mmr1_batches_take_half_by_weight_and_half_uniformly():
-    weights = [0.0] * 6 + [0.25, 0.09, 0.09, 0.01]  # items 0..5: always or never solved
-    rng = random.Random(0)
-    first_half, second_half = Counter(), Counter()
-    for _ in range(4000):
-        batch = mmr1_batch(weights, 4, rng)
-        assert len(batch) == len(set(batch)) == 4
-        first_half.update(batch[:2])
-        second_half.update(batch[2:])
-    assert set(first_half) == {6, 7, 8, 9}            # the weighted half never draws a weight-0 item
-    assert first_half[6] > first_half[7] > first_half[9]
-    assert set(second_half) == set(range(10))        # the uniform half gives every item a chance
-    assert min(second_half[i] for i in range(6)) > 500  # ~8000/10 each for the weight-0 items
-
-
-def test_mmr1_batch_with_few_positive_weights_fills_uniformly_and_never_exceeds_the_items():
-    batch = mmr1_batch([0.0, 0.0, 0.2, 0.0, 0.0, 0.0], 6, random.Random(1))
-    assert batch[0] == 2 and sorted(batch) == list(range(6))
-    assert sorted(mmr1_batch([0.1, 0.2], 5, random.Random(2))) == [0, 1]

@@ -10,7 +10,8 @@ inside training (`online_filter: dapo`), a training order from a mixture (MoDoMo
 MMR1's half-weighted batches, checkpoints every `save_steps`. It writes one `policies` row whose id
 derives from the trained weights; the policy lives under the dataset root
 (`policies/<name>-grpo-<hash>/`, with `checkpoints/` and PTST's intermediate `phases/` inside).
-Unselected difficulty rows are rejected (`grpo.not_selected`), as are those past `max_items`
+Unselected difficulty rows are rejected (`grpo.not_selected`), as are a question's second selected
+row (`grpo.same_question`: a question trains once, whatever methods selected it), those past `max_items`
 (`grpo.over_max_items`) and those a mixture never drew (`grpo.not_drawn_by_mixture`).
 A question about a video trains on the video's contact sheet (pipelines/visuals.py). On a CUDA
 machine the same call trains in bf16 and generates with vLLM when installed (`vllm_mode`).
@@ -24,6 +25,7 @@ import pyarrow as pa
 
 from pipelines.policy.prompt import trl_prompt
 from pipelines.rewards import REWARDS, trl_reward
+from pipelines.selectors import one_per_question
 from pipelines.stage import StageContext, StageResult, stage
 from pipelines.stages.rollouts import policy_id_of
 from pipelines.training_order import BATCH_COMPOSITIONS, mixture_order, mmr1_order
@@ -33,11 +35,11 @@ from schemas.errors import UnknownEngine
 START_FROM = ("policy", "sft")
 
 
-@stage(reads={"difficulty": ["difficulty_id", "question_id", "policy_id", "selected", "weight", "learnability"],
+@stage(reads={"difficulty": ["difficulty_id", "question_id", "policy_id", "method", "selected", "weight", "learnability"],
               "questions": ["question_id", "question", "answer", "answer_type", "choices", "asset_ids", "category", "reward_route"],
               "assets": ["asset_id", "kind", "media_uri", "parent_asset_id", "frame_ts"],
               "run.policies": ["policy_id", "kind", "path"]},
-       writes="policies", version=2, unit="selected question", engines=("policy", "judge"), sharded=False)
+       writes="policies", version=3, unit="selected question", engines=("policy", "judge"), sharded=False)
 def grpo(difficulty: pa.Table, questions: pa.Table, assets: pa.Table, run_policies: pa.Table, ctx: StageContext, *,
          max_steps: int = 8, num_generations: int = 4, batch_size: int = 8, max_completion_length: int = 48,
          learning_rate: float = 1e-4, beta: float = 0.0, temperature: float = 1.0,
@@ -57,9 +59,12 @@ def grpo(difficulty: pa.Table, questions: pa.Table, assets: pa.Table, run_polici
     difficulty weight (learnability when unset), half uniform; `lora_rank`: None trains every weight."""
     phases = _check_params(rewards, start_from, online_filter, batch_composition, vllm_mode, mixture, ptst,
                            batch_size, num_generations)
-    chosen = [r for r in difficulty.to_pylist() if r["selected"]]
+    chosen, duplicates = one_per_question([r for r in difficulty.to_pylist() if r["selected"]])
     rejects = [ctx.reject(r["difficulty_id"], "grpo.not_selected", f"question {r['question_id']} was not selected")
                for r in difficulty.to_pylist() if not r["selected"]]
+    rejects += [ctx.reject(r["difficulty_id"], "grpo.same_question",
+                           f"question {r['question_id']} already trains through its {kept['method']} row")
+                for r, kept in duplicates]
     if max_items is not None:
         rejects += [ctx.reject(r["difficulty_id"], "grpo.over_max_items", f"only the first {max_items} selected items train")
                     for r in chosen[max_items:]]

@@ -129,3 +129,15 @@ def test_bad_parameters_are_reported_together_before_any_training(world):
     assert "online_filter='dapoo': known values are none, dapo" in message
     assert "stage 1: 32 × 8 = 256, stage 2: 64 × 2 = 128" in message
     assert "batch_size (6) must be a multiple of num_generations (4)" in message
+
+
+def test_a_question_selected_by_two_methods_trains_once(world):
+    root, assets, questions, engines = world
+    ctx = context("grpo", root, engines)
+    rows = [{k: v for k, v in r.items() if k not in ("run_id", "stage", "stage_version", "config_hash", "row_hash")}
+            for r in difficulty_rows(ctx, questions).to_pylist()]
+    rows.append({**rows[0], "difficulty_id": "m-first", "method": "mcts", "pass_rate": None, "mcts_iters": 7})
+    table = ctx.rows("difficulty", rows)
+    result = grpo(table, questions, assets, no_policies(), ctx, start_from="sft")  # stops before training
+    counts = account(grpo, table, result)
+    assert counts.by_reason == {"grpo.not_selected": 2, "grpo.same_question": 1, "grpo.no_start_policy": 6}

@@ -87,3 +87,18 @@ def test_nothing_selected_gives_no_mixture_and_rejects_every_row(ctx):
 def test_an_unknown_domain_column_lists_the_columns(ctx):
     with pytest.raises(ValueError, match=r"questions have no column 'family'; columns: question_id, asset_ids, question, "):
         mixture(difficulty(ctx, {"c1": (True, 1.0)}), questions(ctx, CATEGORIES), ctx, domain_column="family")
+
+
+def test_a_question_selected_by_two_methods_counts_once(ctx):
+    """group_stats and mcts rows of one question both selected (rules: [thinklite_online, mcts_hard])."""
+    qs = questions(ctx, {"c1": "counting", "b1": "bar_chart"})
+    rows = difficulty(ctx, {"c1": (True, 0.5), "b1": (True, 0.25)}).to_pylist()
+    rows.append({**rows[0], "difficulty_id": "m-c1", "method": "mcts", "pass_rate": None, "mcts_iters": 9})
+    table = ctx.rows("difficulty", [{k: v for k, v in r.items() if k not in ("run_id", "stage", "stage_version",
+                                                                             "config_hash", "row_hash")} for r in rows])
+    result = run(table, qs, ctx)
+    (row,) = result.out.to_pylist()
+    assert dict(zip(row["domains"], row["weights"])) == {"bar_chart": 0.5, "counting": 0.5}
+    assert row["observed"] == pytest.approx(0.375)  # the mcts row has no pass rate: it is not averaged in
+    assert result.rejects.to_pylist()[0]["reason"] == "mixture.same_question"
+    assert result.rejects["subject_id"].to_pylist() == ["m-c1"]
