@@ -17,7 +17,8 @@ def readme_flow_commands() -> list[str]:
     blocks = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
     lines = [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()]
     return [line for line in lines if line.startswith("flow ") and not line.startswith("flow run")
-            and "--dataset loop" not in line]  # those run on a loop dataset: tests/loop/test_readme_loop.py
+            and "--dataset loop" not in line  # those run on a loop dataset: tests/loop/test_readme_loop.py
+            and "--dataset fidelity" not in line]  # and this on a fidelity dataset: tests/test_fidelity.py
 
 
 def test_readme_gives_the_two_commands_ci_runs():
