@@ -260,6 +260,30 @@ def report_loop(dataset: str = typer.Option(..., "--dataset", "-d", help="datase
         typer.echo(f"{report['recipe']} run {report['run_id']}, version {report['version']}. {legend(report)}")
 
 
+@report_app.command("fidelity")
+def report_fidelity(dataset: str = typer.Option(..., "--dataset", "-d", help="dataset name (built by e.g. `flow run fidelity`)"),
+                    version: Optional[int] = typer.Option(None, help="dataset version (default: the latest)"),
+                    steps: int = typer.Option(8, help="GRPO steps per arm (every arm the same)"),
+                    learning_rate: float = typer.Option(1e-3, help="GRPO learning rate per arm"),
+                    seed: int = typer.Option(0, help="seed of the random arm and of training"),
+                    observe_mixture: bool = typer.Option(True, "--observe-mixture/--no-observe-mixture",
+                                                         help="run one pilot on the surrogate's mixture to observe its score"),
+                    format: Format = typer.Option(Format.table, "--format", "-f", help="table or json")):
+    """Held-out reward after short GRPO on MCTS-selected, random, SC-selected and all questions; RAP; mixture vs uniform."""
+    from flows.fidelity import fidelity_report, table_rows, text_sections
+
+    home = thinkmill_home()
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    with _lake(dataset) as lake:
+        report = fidelity_report(lake, home, version=version, steps=steps, seed=seed, learning_rate=learning_rate,
+                                 observe_mixture=observe_mixture, progress=lambda message: typer.echo(message, err=True))
+    if format == Format.json:
+        typer.echo(json.dumps(report, indent=2, default=str))
+        return
+    _emit_rows(table_rows(report), Format.table, None)
+    typer.echo(text_sections(report))
+
+
 export_app = typer.Typer(no_args_is_help=True, help="Write a dataset version out for others: the Hugging Face Hub, trainers.")
 app.add_typer(export_app, name="export")
 

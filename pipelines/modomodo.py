@@ -89,7 +89,7 @@ class PilotItem:
 @dataclass(frozen=True)
 class PilotResult:
     in_domain: float
-    out_of_domain: float
+    out_of_domain: float | None  # None when there was no out-of-domain split to score
     trained_ids: tuple[str, ...]  # the training subset the domain sampler drew, in draw order
     steps: int
     train_reward: float | None
@@ -141,18 +141,32 @@ def pilot_run(model_dir: Path, train: list[PilotItem], weights: dict[str, float]
     `batch_size` counts completions (TRL's per-device batch), so one step trains on
     `batch_size / num_generations` prompts; the sampler draws at most `steps` times that many.
     """
+    prompts_per_step = batch_size // num_generations
+    order = domain_sample([item.domain for item in train], weights, seed=seed, max_items=steps * prompts_per_step)
+    if len(order) < prompts_per_step:
+        raise ValueError(f"mixture {weights} drew {len(order)} training items before a domain ran out; a GRPO step "
+                         f"needs {prompts_per_step} prompts. Give every domain at least {prompts_per_step} items.")
+    return train_and_score(model_dir, [train[k] for k in order], held_out, out_of_domain, work_dir, steps=steps,
+                           num_generations=num_generations, batch_size=batch_size,
+                           max_completion_length=max_completion_length, learning_rate=learning_rate, rewards=rewards,
+                           score_reward=score_reward, score_max_tokens=score_max_tokens, seed=seed, log=log)
+
+
+def train_and_score(model_dir: Path, chosen: list[PilotItem], held_out: list[PilotItem], out_of_domain: list[PilotItem],
+                    work_dir: Path, *, steps: int, num_generations: int, batch_size: int, max_completion_length: int,
+                    learning_rate: float, rewards: tuple[str, ...], score_reward: str, score_max_tokens: int, seed: int,
+                    log: Callable[[dict], None] | None = None) -> PilotResult:
+    """Train a copy of `model_dir` with GRPO on `chosen` for `steps` steps; score it on both splits; delete it.
+
+    Shared by the pilots and the fidelity report (pipelines/fidelity.py), so every arm of either trains
+    and is scored the same way. An empty `out_of_domain` split scores None.
+    """
     from pipelines.engines.hf import HFEngine
     from pipelines.policy.grpo import train_grpo
     from pipelines.policy.prompt import trl_prompt
     from pipelines.rewards import trl_reward
     from stores.media import open_image
 
-    prompts_per_step = batch_size // num_generations
-    order = domain_sample([item.domain for item in train], weights, seed=seed, max_items=steps * prompts_per_step)
-    if len(order) < prompts_per_step:
-        raise ValueError(f"mixture {weights} drew {len(order)} training items before a domain ran out; a GRPO step "
-                         f"needs {prompts_per_step} prompts. Give every domain at least {prompts_per_step} items.")
-    chosen = [train[k] for k in order]
     rows = [{"prompt": trl_prompt(item.question, item.answer_type, item.choices), "image": open_image(item.image_path),
              "solution": item.answer, "answer_type": item.answer_type, "choices": list(item.choices)} for item in chosen]
     trained_dir = Path(work_dir) / "policy"
@@ -162,7 +176,8 @@ def pilot_run(model_dir: Path, train: list[PilotItem], weights: dict[str, float]
                              max_completion_length=max_completion_length, learning_rate=learning_rate, seed=seed, log=log)
         engine = HFEngine(str(trained_dir), batch_size=64)
         in_domain = score_items(engine, held_out, reward=score_reward, max_tokens=score_max_tokens, seed=seed)
-        out = score_items(engine, out_of_domain, reward=score_reward, max_tokens=score_max_tokens, seed=seed)
+        out = (score_items(engine, out_of_domain, reward=score_reward, max_tokens=score_max_tokens, seed=seed)
+               if out_of_domain else None)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)  # a pilot's policy is scored, not kept
     return PilotResult(in_domain, out, tuple(item.question_id for item in chosen), int(metrics.get("steps", steps)),

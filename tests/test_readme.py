@@ -20,7 +20,8 @@ def readme_flow_commands() -> list[str]:
     # tests/test_deployment_server.py runs them against a real one.
     needs_more = ("flow run", "flow deploy", "flow serve")
     return [line for line in lines if line.startswith("flow ") and not line.startswith(needs_more)
-            and "--dataset loop" not in line]  # those run on a loop dataset: tests/loop/test_readme_loop.py
+            and "--dataset loop" not in line  # those run on a loop dataset: tests/loop/test_readme_loop.py
+            and "--dataset fidelity" not in line]  # and this on a fidelity dataset: tests/test_fidelity.py
 
 
 def test_readme_gives_the_two_commands_ci_runs():
