@@ -82,9 +82,10 @@ def _tables_at(lake: Lake, snapshot: int) -> list[str]:
 
 
 def watch(root: str, stop_file: str, out_file: str, interval_s: str = "0.05") -> None:
-    """Poll the dataset at `root` until `stop_file` exists; write what was seen to `out_file` (JSON)."""
+    """Poll the dataset at `root` until `stop_file` exists (once more after); write what was seen to `out_file`."""
     seen, problems, errors, polls = set(), [], [], 0
-    while not Path(stop_file).exists():
+    while True:
+        stopping = Path(stop_file).exists()
         if catalogs.exists(Path(root)):
             try:
                 with Lake.open(Path(root), read_only=True) as lake:
@@ -94,6 +95,8 @@ def watch(root: str, stop_file: str, out_file: str, interval_s: str = "0.05") ->
                 problems += [p for p in found if p not in problems]
             except Exception as error:  # noqa: BLE001 (a catalog still being created is not a finding)
                 errors.append(f"{type(error).__name__}: {str(error)[:200]}")
+        if stopping:
+            break
         time.sleep(float(interval_s))
     Path(out_file).write_text(json.dumps({"seen": sorted(seen), "problems": problems, "polls": polls,
                                           "errors": errors[-20:], "n_errors": len(errors)}))
