@@ -129,10 +129,11 @@ def sql(query: str = typer.Argument(..., help="DuckDB SQL; tables: assets, capti
 @app.command()
 def diff(dataset: str = typer.Argument(..., help="dataset name"), old: int = typer.Argument(..., help="older version"),
          new: int = typer.Argument(..., help="newer version"),
-         rows: bool = typer.Option(False, "--rows", help="list the ids, not just the counts"), format: Format = FORMAT):
+         rows: bool = typer.Option(False, "--rows", help="list the ids, not just the counts"), format: Format = FORMAT,
+         table: list[str] = typer.Option([], "--table", "-t", help="only this table (repeatable; default: all)")):
     """Rows added, removed and changed per table between two versions."""
     with _lake(dataset) as lake:
-        changes = lake.diff(old, new)
+        changes = lake.diff(old, new, tables=table or None)
     if rows:
         out = [{"table": t, "change": kind, "id": i} for t, c in changes.items() for kind in ("added", "removed", "changed") for i in c[kind]]
     else:
