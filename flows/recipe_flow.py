@@ -105,6 +105,7 @@ def run_recipe(recipe_name: str, overrides: list[str] | None = None, dataset: st
     home_path = Path(home) if home else thinkmill_home()
     root = dataset_root(home_path, recipe.dataset)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    started = time.perf_counter()
     if catalog is None and not catalogs.exists(root):
         catalog = os.environ.get("THINKMILL_CATALOG") or None
     lake = Lake.open(root, create=True, catalog=catalog, data_path=data_path)
@@ -131,6 +132,7 @@ def run_recipe(recipe_name: str, overrides: list[str] | None = None, dataset: st
                "config_hash": recipe.config_hash, "version": commit.version, "previous_version": start_version,
                "added": commit.added, "removed": commit.removed, "steps": [s["summary"] for s in steps],
                "model_calls": registry.cache_counts(), "commit_attempts": commit.attempts,
+               "wall_s": round(time.perf_counter() - started, 3),  # the flow's work: no interpreter or Prefect start
                "workers": sorted({w for s in steps for w in s["workers"]})}
     create_markdown_artifact(key=f"run-{_slug(recipe.dataset)}", markdown=summary_markdown(summary),
                              description=f"{recipe.name} on {recipe.dataset}")
