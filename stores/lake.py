@@ -131,9 +131,11 @@ class Lake:
         lake.catalog = location
         lake._check_schema_version()
         if read_only:
-            # Defence in depth behind the statement check in `sql`: no files, no new attachments.
-            con.execute("SET allowed_directories = ?", [[location.data_path]])
-            con.execute("SET enable_external_access = false")
+            # Defence in depth behind the statement check in `sql`: no files, no new attachments. Not
+            # with Parquet on an object store, which DuckDB reaches only with external access on.
+            if "://" not in location.data_path:
+                con.execute("SET allowed_directories = ?", [[location.data_path]])
+                con.execute("SET enable_external_access = false")
             con.execute("SET lock_configuration = true")
         return lake
 
