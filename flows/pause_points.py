@@ -12,8 +12,9 @@ first (concurrent writers) and touches `.go`. Points (a ':' in a name becomes '-
 - `commit`: inside the lake's commit transaction, every table written, before COMMIT.
 - `committed`: the snapshot is committed; the run has not reported yet.
 
-Not for production: unset, `pause_at` returns at once. Runs in the process (or thread) that
-reaches the point; shards on Ray workers do not see the variables unless the cluster sets them.
+Not for production: unset, `pause_at` returns at once. It holds the process (or thread) that reaches
+the point: with `--runner ray`, a shard point holds the Ray worker running that shard (workers get
+the driver's THINKMILL_* variables), and `.reached` holds that worker's pid.
 """
 
 import os
