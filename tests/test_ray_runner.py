@@ -1,12 +1,20 @@
-"""`flow run --runner ray`: the shard tasks run in Ray worker processes (a local Ray instance with two
-CPUs, started and stopped by the run) and the dataset comes out exactly as with the thread runner:
-same ids and same row hashes in every table, same accounting per stage.
+"""`flow run --runner ray`: the shard tasks run in Ray worker processes and the dataset comes out
+exactly as with the thread runner: same ids and same row hashes in every table, same accounting per
+stage. Two clusters: the local Ray instance a run starts for itself (two CPUs), and a Ray head the
+test starts apart from the run (`ray start --head`, two CPUs) that the run joins with --ray-address.
+Everything listens on 127.0.0.1 (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: Ray's single-machine mode).
 """
 
 import json
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -35,9 +43,9 @@ def small_recipe(folder: Path) -> Path:
     return path
 
 
-def start(recipe: Path, home: Path, *extra: str) -> subprocess.Popen:
+def start(recipe: Path, home: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
     env = {**os.environ, "THINKMILL_HOME": str(home), "PREFECT_HOME": str(home / "prefect"),
-           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
+           "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180", **(env or {})}
     command = [str(Path(sys.executable).parent / "flow"), "run", str(recipe), "--no-progress", "--format", "json", *extra]
     return subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -59,24 +67,70 @@ def rows_by_hash(home: Path) -> dict[str, list[tuple]]:
         return out, contents(lake)["accounting"]
 
 
-def test_the_ray_runner_makes_the_same_dataset_as_the_thread_runner(tmp_path):
-    recipe = small_recipe(tmp_path)
-    on_threads = start(recipe, tmp_path / "threads")
-    on_ray = start(recipe, tmp_path / "ray", "--runner", "ray", "--workers", "2")
-    threads_summary, ray_summary = finish(on_threads), finish(on_ray)
+@pytest.fixture(scope="module")
+def on_threads(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("threads")
+    process = start(small_recipe(folder), folder / "home")
+    summary = finish(process)
+    assert [w.rsplit(":", 1)[1] for w in summary["workers"]] == [str(process.pid)]  # all in the flow's process
+    rows, accounting = rows_by_hash(folder / "home")
+    assert {table for table, r in rows.items() if r} >= {"assets", "captions", "questions", "cots", "verdicts"}
+    return {"summary": summary, "rows": rows, "accounting": accounting}
 
-    assert [w.rsplit(":", 1)[1] for w in threads_summary["workers"]] == [str(on_threads.pid)]  # all in the flow's process
-    ray_workers = {w.rsplit(":", 1)[1] for w in ray_summary["workers"]}
-    assert len(ray_workers) == 2 and str(on_ray.pid) not in ray_workers  # two Ray worker processes shared the shards
-    assert [s["n_shards"] for s in ray_summary["steps"]] == [s["n_shards"] for s in threads_summary["steps"]]
-    assert ray_summary["steps"][0]["n_shards"] == 3
 
-    threads_rows, threads_accounting = rows_by_hash(tmp_path / "threads")
-    ray_rows, ray_accounting = rows_by_hash(tmp_path / "ray")
-    assert threads_rows == ray_rows
-    assert threads_accounting == ray_accounting
-    assert {table: len(rows) for table, rows in ray_rows.items() if rows}.keys() >= {"assets", "captions", "questions", "cots", "verdicts"}
-    assert ray_summary["version"] == threads_summary["version"] == 1
+def assert_same_dataset_from_two_workers(process: subprocess.Popen, summary: dict, home: Path, on_threads: dict) -> None:
+    ray_workers = {w.rsplit(":", 1)[1] for w in summary["workers"]}
+    assert len(ray_workers) == 2 and str(process.pid) not in ray_workers  # two Ray worker processes shared the shards
+    assert [s["n_shards"] for s in summary["steps"]] == [s["n_shards"] for s in on_threads["summary"]["steps"]]
+    assert summary["steps"][0]["n_shards"] == 3
+    rows, accounting = rows_by_hash(home)
+    assert rows == on_threads["rows"]
+    assert accounting == on_threads["accounting"]
+    assert summary["version"] == on_threads["summary"]["version"] == 1
+
+
+def test_a_local_ray_instance_makes_the_same_dataset_as_the_thread_runner(on_threads, tmp_path):
+    process = start(small_recipe(tmp_path), tmp_path / "home", "--runner", "ray", "--workers", "2")
+    assert_same_dataset_from_two_workers(process, finish(process), tmp_path / "home", on_threads)
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """A Ray head with two CPUs on 127.0.0.1, started apart from any run; stopped by its process group."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    temp_dir = Path(tempfile.mkdtemp(prefix="tm-ray-"))  # short: Ray's unix sockets live under it (107 characters at most)
+    log = tmp_path / "ray-head.log"
+    head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
+                             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}"],
+                            env=env, start_new_session=True, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # up when its GCS port accepts connections
+            assert head.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}", env
+    finally:
+        with suppress(ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(head.pid, signal.SIGTERM)
+            head.wait(timeout=20)
+            time.sleep(2)
+        with suppress(ProcessLookupError):  # what SIGTERM left of the group (GCS, raylet, agents)
+            os.killpg(head.pid, signal.SIGKILL)
+        head.wait()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_a_run_joins_a_ray_cluster_started_apart_from_it(on_threads, ray_head, tmp_path):
+    address, env = ray_head
+    process = start(small_recipe(tmp_path), tmp_path / "home", "--runner", "ray", "--ray-address", address,
+                    env={k: env[k] for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE")})
+    assert_same_dataset_from_two_workers(process, finish(process), tmp_path / "home", on_threads)
 
 
 def test_unknown_runners_and_misplaced_addresses_are_refused_before_anything_starts(tmp_path):
