@@ -51,7 +51,14 @@ def run(recipe: str = typer.Argument(..., help="recipe name (see `flow recipes`)
         workers: Optional[int] = typer.Option(None, help="parallel shard tasks (default: the recipe's, 2)"),
         format: Format = typer.Option(Format.table, "--format", "-f", help="table or json"),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar per stage"),
-        no_cache: bool = typer.Option(False, "--no-cache", help="call the models again instead of replaying answered calls")):
+        no_cache: bool = typer.Option(False, "--no-cache", help="call the models again instead of replaying answered calls"),
+        runner: str = typer.Option("threads", "--runner", help="where shard tasks run: threads (this process) or ray"),
+        ray_address: Optional[str] = typer.Option(None, "--ray-address", help="join this Ray cluster (HOST:PORT, or auto) "
+                                                  "instead of starting a local one"),
+        catalog: Optional[str] = typer.Option(None, "--catalog", help="a new dataset's catalog: sqlite (default) or "
+                                              "'postgres:dbname=... host=...' (default: $THINKMILL_CATALOG)"),
+        data_path: Optional[str] = typer.Option(None, "--data-path", help="a new dataset's Parquet folder, e.g. "
+                                                "s3://bucket/prefix/ (default: <dataset>/data/)")):
     """Run a recipe as a Prefect flow and commit its result as a new dataset version."""
     home = thinkmill_home()
     configure_prefect(home)
@@ -63,7 +70,7 @@ def run(recipe: str = typer.Argument(..., help="recipe name (see `flow recipes`)
     from flows.recipe_flow import run as run_flow, summary_markdown
 
     summary = run_flow(recipe, set_, dataset=dataset, home=home, show_progress=progress and sys.stderr.isatty(), workers=workers,
-                       no_cache=no_cache)
+                       no_cache=no_cache, runner=runner, ray_address=ray_address, catalog=catalog, data_path=data_path)
     if format == Format.json:
         typer.echo(json.dumps(summary, indent=2, default=str))
         return
@@ -138,10 +145,11 @@ def sql(query: str = typer.Argument(..., help="DuckDB SQL; tables: assets, capti
 @app.command()
 def diff(dataset: str = typer.Argument(..., help="dataset name"), old: int = typer.Argument(..., help="older version"),
          new: int = typer.Argument(..., help="newer version"),
-         rows: bool = typer.Option(False, "--rows", help="list the ids, not just the counts"), format: Format = FORMAT):
+         rows: bool = typer.Option(False, "--rows", help="list the ids, not just the counts"), format: Format = FORMAT,
+         table: list[str] = typer.Option([], "--table", "-t", help="only this table (repeatable; default: all)")):
     """Rows added, removed and changed per table between two versions."""
     with _lake(dataset) as lake:
-        changes = lake.diff(old, new)
+        changes = lake.diff(old, new, tables=table or None)
     if rows:
         out = [{"table": t, "change": kind, "id": i} for t, c in changes.items() for kind in ("added", "removed", "changed") for i in c[kind]]
     else:

@@ -6,11 +6,17 @@ content hashes of its input rows. A re-run with nothing changed therefore does n
 commits nothing; a changed parameter re-runs that stage, and later stages only where their inputs
 changed. Task outputs are Parquet files in the dataset's staging folder; the flow reads them back,
 checks the accounting (in = kept + rejected), and commits everything in one DuckLake snapshot.
+
+The shard tasks run on threads in this process (the default), or on a Ray cluster (`runner="ray"`,
+flows/ray_runner.py): each worker writes its shard's Parquet files, the driver commits them.
 """
 
+import os
+import socket
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,6 +25,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.pause_points import pause_at
 from flows.recipes import Recipe, load_recipe
 from flows.run_tables import RunTables, related, shards, table_fingerprint, with_row_hash
 from pipelines.engines import EngineRegistry
@@ -28,7 +35,8 @@ from pipelines.stage import Accounting, StageContext, StageResult, account, item
 from pipelines.stages import STAGES
 from schemas import TABLES, make_id
 from schemas.base import canonical_json, sha256_text
-from schemas.errors import ThinkmillError
+from schemas.errors import RecipeError, ThinkmillError
+from stores import catalogs
 from stores.call_cache import CallCache
 from stores.lake import Lake, dataset_root
 from stores.staging import Staging
@@ -62,15 +70,17 @@ def run_shard(stage: str, shard_index: int, cache_key: str, inputs: dict, params
     """Run one stage on one shard and stage its output as Parquet; return a reference to it."""
     spec = STAGES[stage]
     counted = CountedEngines(engines)  # this task's own call and token counts (engines are shared by stages)
-    ctx = StageContext(**context, engines=counted, progress=progress)
+    ctx = StageContext(**context, engines=counted, progress=progress or _no_progress)
     started = time.perf_counter()
     result: StageResult = spec(*[inputs[name] for name in spec.reads], ctx, **params)
     counts = account(spec, inputs[spec.subject], result)
+    pause_at(f"shard:{stage}")
     tables = {"out": with_row_hash(spec.writes, result.out), "rejects": with_row_hash("rejects", result.rejects)}
     tables |= {f"side-{name}": with_row_hash(name, rows) for name, rows in result.side.items()}
     meta = {"n_in": counts.n_in, "n_out": counts.n_out, "n_rejected": counts.n_rejected, "by_reason": counts.by_reason,
             "kept": kept_ids(spec, inputs[spec.subject], result), "wall_s": round(time.perf_counter() - started, 3),
-            "calls": counted.tally.to_dict()}
+            "calls": counted.tally.to_dict(),
+            "worker": f"{socket.gethostname()}:{os.getpid()}"}  # where it ran: this process, or a Ray worker
     return Staging(Path(context["root"])).write(stage, cache_key, tables, meta)
 
 
@@ -81,12 +91,16 @@ def read_sources(source: dict, seed: int) -> pa.Table:
 
 @flow(name="thinkmill-recipe", flow_run_name="{recipe_name}", validate_parameters=False)
 def run_recipe(recipe_name: str, overrides: list[str] | None = None, dataset: str | None = None,
-               home: str | None = None, show_progress: bool = False, no_cache: bool = False) -> dict:
+               home: str | None = None, show_progress: bool = False, no_cache: bool = False,
+               catalog: str | None = None, data_path: str | None = None, live_progress: bool = True) -> dict:
     """Run `recipe_name` (with `--set` overrides) on a dataset; return the run summary.
 
     The summary has the new `version` (None when the run changed nothing), rows added/removed per
     table, and per step: items in, kept, rejected by reason, shards run and shards cached.
     Model calls go through the dataset's call cache (`calls.sqlite`) unless `no_cache`.
+    `catalog`, `data_path`: where a new dataset's catalog and Parquet files go (stores/catalogs.py);
+    THINKMILL_CATALOG is the default catalog for new datasets. `live_progress`: shards report items
+    as they finish them (threads in this process); False when shards run elsewhere (Ray).
     """
     from flows.environment import thinkmill_home
 
@@ -94,7 +108,10 @@ def run_recipe(recipe_name: str, overrides: list[str] | None = None, dataset: st
     home_path = Path(home) if home else thinkmill_home()
     root = dataset_root(home_path, recipe.dataset)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    lake = Lake.open(root, create=True)
+    started = time.perf_counter()
+    if catalog is None and not catalogs.exists(root):
+        catalog = os.environ.get("THINKMILL_CATALOG") or None
+    lake = Lake.open(root, create=True, catalog=catalog, data_path=data_path)
     try:
         start_version = lake.current_version()
         tables = RunTables(lambda name: lake.table(name))
@@ -105,23 +122,30 @@ def run_recipe(recipe_name: str, overrides: list[str] | None = None, dataset: st
         steps, loop_rounds = [], None
         with _progress(show_progress) as bars:
             for step in recipe.steps:
-                steps.append(_run_step(step, recipe, tables, registry, staging, root, run_id, start_version, bars))
+                steps.append(_run_step(step, recipe, tables, registry, staging, root, run_id, start_version, bars,
+                                       live_progress))
             if recipe.loop:  # the closed loop: `rounds` times the loop steps, in this run (flows/loop.py)
                 from flows.loop import run_rounds
 
                 round_steps, loop_rounds = run_rounds(recipe, lambda step, view, engines: _run_step(
-                    step, recipe, view, engines, staging, root, run_id, start_version, bars), tables, registry, run_id=run_id)
+                    step, recipe, view, engines, staging, root, run_id, start_version, bars, live_progress), tables,
+                    registry, run_id=run_id)
                 steps += round_steps
         stage_stats = pa.Table.from_pylist([s["row"] for s in steps], schema=TABLES["stage_stats"].schema)
         commit = lake.commit(tables.for_lake(), run_id=run_id, recipe=recipe.name, config_hash=recipe.config_hash,
                              config=recipe.resolved(), stage_stats=stage_stats,
-                             run_rows={"loop_rounds": loop_rounds} if loop_rounds is not None else None)
+                             run_rows={"loop_rounds": loop_rounds} if loop_rounds is not None else None,
+                             before_commit=lambda: pause_at("commit"))
+        if commit.version is not None:
+            pause_at("committed")
     finally:
         lake.close()
     summary = {"dataset": recipe.dataset, "root": str(root), "recipe": recipe.name, "run_id": run_id,
                "config_hash": recipe.config_hash, "version": commit.version, "previous_version": start_version,
                "added": commit.added, "removed": commit.removed, "steps": [s["summary"] for s in steps],
-               "model_calls": registry.cache_counts()}
+               "model_calls": registry.cache_counts(), "commit_attempts": commit.attempts,
+               "wall_s": round(time.perf_counter() - started, 3),  # the flow's work: no interpreter or Prefect start
+               "workers": sorted({w for s in steps for w in s["workers"]})}
     if recipe.loop:  # the per-round table, read back from the version the loop left (flows/loop_report.py)
         from flows.loop_report import report_of_run
 
@@ -132,7 +156,7 @@ def run_recipe(recipe_name: str, overrides: list[str] | None = None, dataset: st
 
 
 def _run_step(step, recipe: Recipe, tables: RunTables, registry: EngineRegistry, staging: Staging, root: Path,
-              run_id: str, start_version, bars) -> dict:
+              run_id: str, start_version, bars, live_progress: bool = True) -> dict:
     spec = STAGES[step.stage]
     inputs = tables.inputs(spec)
     spec.check_columns(inputs)
@@ -153,8 +177,8 @@ def _run_step(step, recipe: Recipe, tables: RunTables, registry: EngineRegistry,
         key = f"{spec.name}-v{spec.version}-{sha256_text(canonical_json(key_parts))[:32]}"
         options = {} if staging.has(spec.name, key) else {"refresh_cache": True}  # staged files gone: recompute
         futures.append(run_shard.with_options(**options).submit(
-            spec.name, index, key, shard_inputs, step.params, context, registry, bar.advance))
-    total, outs, rejects, sides, kept, cached, calls = Accounting(0, 0, 0, {}), [], [], {}, [], 0, []
+            spec.name, index, key, shard_inputs, step.params, context, registry, bar.advance if live_progress else None))
+    total, outs, rejects, sides, kept, cached, calls, workers = Accounting(0, 0, 0, {}), [], [], {}, [], 0, [], set()
     for future, shard in zip(futures, subject_shards):
         reference = future.result()
         shard_cached = future.state.name == "Cached"
@@ -168,6 +192,7 @@ def _run_step(step, recipe: Recipe, tables: RunTables, registry: EngineRegistry,
             if name.startswith("side-"):
                 sides.setdefault(name.removeprefix("side-"), []).append(rows)
         kept += meta["kept"]
+        workers.add(meta.get("worker", "?"))
         total = total + Accounting(meta["n_in"], meta["n_out"], meta["n_rejected"], meta["by_reason"])
         bar.shard_done(meta["n_in"], total)
     out = pa.concat_tables(outs) if outs else TABLES[spec.writes].schema.empty_table()
@@ -181,7 +206,7 @@ def _run_step(step, recipe: Recipe, tables: RunTables, registry: EngineRegistry,
     summary = {k: row[k] for k in ("stage", "unit", "n_in", "n_out", "n_rejected", "n_shards", "n_shards_cached",
                                    "n_calls_made", "n_calls_cached", "prompt_tokens", "completion_tokens", "wall_s")}
     summary["rejected_by_reason"] = total.by_reason
-    return {"row": row, "summary": summary}
+    return {"row": row, "summary": summary, "workers": workers}
 
 
 def summary_markdown(summary: dict) -> str:
@@ -205,6 +230,10 @@ def summary_markdown(summary: dict) -> str:
 
         rows += ["", loop_markdown(summary["loop"])]
     return head + "\n".join(lines + rows) + "\n"
+
+
+def _no_progress(n: int) -> None:
+    pass
 
 
 def _slug(text: str) -> str:
@@ -263,12 +292,35 @@ class _progress:
             self._rich.__exit__(*exc)
 
 
+@contextmanager
+def _threads(*, workers: int, address: str | None):
+    if address is not None:
+        raise RecipeError("--ray-address", ["a Ray address needs the Ray runner: add --runner ray"])
+    yield ThreadPoolTaskRunner(max_workers=workers)
+
+
+def _ray(*, workers: int, address: str | None):
+    from flows.ray_runner import ray_task_runner
+
+    return ray_task_runner(workers=workers, address=address)
+
+
+# Where shard tasks run: name -> context manager yielding a Prefect task runner.
+TASK_RUNNERS = {"threads": _threads, "ray": _ray}
+
+
 def run(recipe_name: str, overrides: list[str] | None = None, *, dataset: str | None = None, home: Path | None = None,
-        show_progress: bool = False, workers: int | None = None, no_cache: bool = False) -> dict:
-    """Run a recipe in-process (ephemeral Prefect unless PREFECT_API_URL is set). Returns the summary."""
+        show_progress: bool = False, workers: int | None = None, no_cache: bool = False, runner: str = "threads",
+        ray_address: str | None = None, catalog: str | None = None, data_path: str | None = None) -> dict:
+    """Run a recipe in-process (ephemeral Prefect unless PREFECT_API_URL is set). Returns the summary.
+
+    `runner`: "threads" (this process, `workers` at a time) or "ray" (a local Ray instance with
+    `workers` CPUs, or the cluster at `ray_address`). `catalog`, `data_path`: see `run_recipe`.
+    """
     recipe = load_recipe(recipe_name, overrides or [], dataset=dataset)  # fail fast, before Prefect starts
-    runner = ThreadPoolTaskRunner(max_workers=workers or recipe.workers)
-    return run_recipe.with_options(task_runner=runner)(recipe_name, list(overrides or []), dataset,
-                                                       str(home) if home else None, show_progress, no_cache)
-
-
+    if runner not in TASK_RUNNERS:
+        raise RecipeError("--runner", [f"unknown runner {runner!r}; runners are: {', '.join(TASK_RUNNERS)}"])
+    with TASK_RUNNERS[runner](workers=workers or recipe.workers, address=ray_address) as task_runner:
+        return run_recipe.with_options(task_runner=task_runner)(
+            recipe_name, list(overrides or []), dataset, str(home) if home else None, show_progress, no_cache,
+            catalog, data_path, runner == "threads")

@@ -7,7 +7,9 @@ ThinkmillError
 │   ├── UnknownDataset   no catalog under the dataset root (lists the datasets there are)
 │   ├── UnknownTable
 │   ├── UnknownVersion
-│   └── ReadOnlyLake     a write or ATTACH through `flow sql`
+│   ├── ReadOnlyLake     a write or ATTACH through `flow sql`
+│   ├── CatalogError     a bad catalog spec, or one that contradicts the dataset's
+│   └── CommitConflict   other writers kept committing first, past every retry
 ├── EngineError
 │   ├── UnknownEngine
 │   ├── EngineUnavailable   a model could not be loaded or reached
@@ -78,6 +80,19 @@ class ReadOnlyLake(LakeError, PermissionError):
             f"`flow sql` is read-only: {why} ({statement.strip()[:80]!r}). "
             "Datasets change only through recipe runs (`flow run <recipe>`); to copy results out use "
             "`--format csv|json|parquet --output FILE`."
+        )
+
+
+class CatalogError(LakeError, ValueError):
+    """A catalog spec that cannot be used: unknown kind, a password in it, or not the dataset's own."""
+
+
+class CommitConflict(LakeError):
+    def __init__(self, dataset: str, attempts: int, last_error: str):
+        super().__init__(
+            f"could not commit to {dataset!r}: other writers committed first {attempts} times in a row "
+            f"(last: {last_error}). Nothing was committed by this run; run it again (its shards and model calls "
+            f"are cached, so only the commit is redone)."
         )
 
 

@@ -22,6 +22,7 @@ _SHIPPED = {
     "ducklake": ("duckdb_extension_ducklake", "ducklake", "ducklake"),
     "sqlite": ("duckdb_extension_sqlite", "sqlite", "sqlite_scanner"),
     "postgres": ("duckdb_extension_postgres", "postgres", "postgres_scanner"),
+    "httpfs": ("duckdb_extension_httpfs", "httpfs", "httpfs"),  # object-store DATA_PATHs (s3://...); optional
 }
 
 

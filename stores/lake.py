@@ -2,6 +2,8 @@
 
 A dataset lives in one folder: `catalog.sqlite` (the DuckLake catalog; SQLite so a second process
 can read while a run writes), `data/` (the Parquet files), `media/` (content-addressed files).
+Many writers on many machines use a PostgreSQL catalog instead (stores/catalogs.py: `catalog.json`
+then says where it is).
 A dataset *version* is a DuckLake snapshot: one recipe run commits every table in one transaction,
 with a commit message and a `versions` row, so `SELECT … FROM questions AT (VERSION => 3)` reads
 the dataset exactly as run 3 left it.
@@ -9,11 +11,20 @@ the dataset exactly as run 3 left it.
 Rows are keyed by content-addressed ids. A commit inserts rows whose id is new, replaces rows whose
 id exists with a different `row_hash`, and skips the rest, so re-running a recipe adds no duplicate
 rows, and a run that changes nothing commits nothing (no new version).
+
+Concurrent writers: a commit is one transaction that reads what exists (to upsert) and writes. DuckLake
+would merge two concurrent inserts into one table on its own, and two runs adding the same new id
+would then both insert it. So a writer turns DuckLake's own retry off: when another writer committed
+since this transaction began, the commit fails, and `commit` redoes the whole transaction against the
+new snapshot (re-reading what exists), with backoff and jitter. Each run thus lands as one whole
+snapshot, as if the runs had committed one after the other.
 """
 
 import json
+import random
 import re
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,10 +32,12 @@ import duckdb
 import pyarrow as pa
 
 from schemas import SCHEMA_VERSION, TABLES
-from schemas.errors import LakeError, ReadOnlyLake, UnknownDataset, UnknownTable, UnknownVersion
-from stores.extensions import connect
+from schemas.errors import CommitConflict, LakeError, ReadOnlyLake, UnknownDataset, UnknownTable, UnknownVersion
+from stores import catalogs
+from stores.extensions import connect, load_extension
 
-CATALOG_FILE = "catalog.sqlite"
+CATALOG_FILE = catalogs.SQLITE_FILE
+COMMIT_ATTEMPTS = 12  # another writer's commit in between costs one attempt; twelve in a row is a crowd
 READ_ONLY_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
 # Views over the tables: what a person (or the Hub export) wants to look at, one row per question.
@@ -64,6 +77,7 @@ class Commit:
     version: int | None
     added: dict[str, int]
     removed: dict[str, int]
+    attempts: int = 1  # transactions tried: 1 + the times another writer committed first
 
 
 def dataset_root(home: Path, name: str) -> Path:
@@ -74,7 +88,7 @@ def dataset_root(home: Path, name: str) -> Path:
 
 def list_datasets(home: Path) -> list[str]:
     base = Path(home) / "datasets"
-    return sorted(p.name for p in base.iterdir() if (p / CATALOG_FILE).exists()) if base.exists() else []
+    return sorted(p.name for p in base.iterdir() if catalogs.exists(p)) if base.exists() else []
 
 
 class Lake:
@@ -82,27 +96,53 @@ class Lake:
 
     def __init__(self, con: duckdb.DuckDBPyConnection, root: Path, read_only: bool):
         self._con, self.root, self.read_only = con, Path(root), read_only
+        self.catalog: catalogs.Catalog | None = None  # set by `open`
 
     @classmethod
-    def open(cls, root: Path, *, read_only: bool = False, create: bool = False) -> "Lake":
-        """Attach `root/catalog.sqlite`. `create`: make the dataset if it does not exist."""
+    def open(cls, root: Path, *, read_only: bool = False, create: bool = False, catalog: str | None = None,
+             data_path: str | None = None) -> "Lake":
+        """Attach the dataset's catalog (`root/catalog.sqlite`, or the one `root/catalog.json` names).
+
+        `create`: make the dataset if it does not exist, with the catalog spec `catalog` (default:
+        SQLite) and its Parquet files under `data_path` (default: `root/data/`); see stores/catalogs.py.
+        For an existing dataset both may be left out, and must match when given.
+        """
         root = Path(root)
-        catalog = root / CATALOG_FILE
-        if not catalog.exists():
+        location, new = catalogs.resolve(root, spec=catalog, data_path=data_path)
+        if new:
             if not create:
                 raise UnknownDataset(root.name, root.parent, list_datasets(root.parent.parent))
-            (root / "data").mkdir(parents=True, exist_ok=True)
+            root.mkdir(parents=True, exist_ok=True)
+            if "://" not in location.data_path:
+                Path(location.data_path).mkdir(parents=True, exist_ok=True)
+        if not read_only:
+            location.prepare_for_writing()
         con = connect()
-        options = ["READ_ONLY"] if read_only else [f"DATA_PATH '{root / 'data'}/'", "DATA_INLINING_ROW_LIMIT 0"]
-        con.execute(f"ATTACH 'ducklake:sqlite:{catalog}' AS lake ({', '.join(options)})")
+        for extension in location.extensions:
+            load_extension(con, extension)
+        try:
+            con.execute(location.attach_statement(read_only=read_only))
+        except duckdb.Error as error:
+            con.close()
+            raise LakeError(f"cannot open the catalog of dataset {root.name!r} ({location.describe()}): "
+                            f"{str(error).splitlines()[0]}") from None
+        if new:
+            catalogs.record(root, location)
         con.execute("USE lake")
+        if not read_only:
+            # A commit that another writer overtook fails instead of being merged by DuckLake: `commit`
+            # then redoes it against the new snapshot, so two runs never both insert one new id.
+            con.execute("SET ducklake_max_retry_count = 0")
         lake = cls(con, root, read_only)
+        lake.catalog = location
         lake._check_schema_version()
         if read_only:
             lake._view_renamed_tables()
-            # Defence in depth behind the statement check in `sql`: no files, no new attachments.
-            con.execute("SET allowed_directories = ?", [[f"{root / 'data'}/"]])
-            con.execute("SET enable_external_access = false")
+            # Defence in depth behind the statement check in `sql`: no files, no new attachments. Not
+            # with Parquet on an object store, which DuckDB reaches only with external access on.
+            if "://" not in location.data_path:
+                con.execute("SET allowed_directories = ?", [[location.data_path]])
+                con.execute("SET enable_external_access = false")
             con.execute("SET lock_configuration = true")
         return lake
 
@@ -211,45 +251,77 @@ class Lake:
         if int(version) not in known:
             raise UnknownVersion(self.root.name, version, known)
 
-    def diff(self, old: int, new: int) -> dict[str, dict]:
-        """Per table: ids added, removed, and changed (same id, new content) from `old` to `new`."""
-        self._check_version(old)
-        self._check_version(new)
+    def diff(self, old: int, new: int, *, tables: list[str] | None = None) -> dict[str, dict]:
+        """Per table (all, or `tables`): ids added, removed, and changed (same id, new content) from `old` to `new`.
+
+        One SQL join per table over the two snapshots (DuckDB does the work; only changed ids come back).
+        """
+        versions = [v["version"] for v in self.versions()]
+        for version in (old, new):
+            if int(version) not in versions:
+                raise UnknownVersion(self.root.name, version, versions)
+        known = self.tables()
+        for name in tables or []:
+            if name not in known:
+                raise UnknownTable(name, sorted(t for t in known if t in TABLES))
+        created = self._created_at()
         out = {}
-        for name in self.tables():
+        for name in tables or known:
             if name not in TABLES:
                 continue
-            id_col = TABLES[name].id_column
-            has_hash = "row_hash" in TABLES[name].schema.names
-
-            def ids(version):
-                cols = f"{id_col}, row_hash" if has_hash else f"{id_col}, NULL AS row_hash"
-                try:
-                    rows = self._con.execute(f"SELECT {cols} FROM lake.{name} AT (VERSION => {int(version)})").fetchall()
-                except duckdb.Error:  # the table did not exist yet at that version
-                    return {}
-                return {str(i): h for i, h in rows}
-
-            before, after = ids(old), ids(new)
-            out[name] = {
-                "added": sorted(set(after) - set(before)),
-                "removed": sorted(set(before) - set(after)),
-                "changed": sorted(i for i in set(before) & set(after) if before[i] != after[i]),
-            }
+            out[name] = {"added": [], "removed": [], "changed": []}
+            query = diff_sql(self._rows_for_diff(name, old, created), self._rows_for_diff(name, new, created))
+            for change, row_id in self._con.execute(query).fetchall():
+                out[name][change].append(row_id)
         return out
+
+    def _created_at(self) -> dict[str, int]:
+        """The snapshot in which each table was created."""
+        created = {}
+        for snapshot, changes in self._con.execute("SELECT snapshot_id, changes FROM lake.snapshots() ORDER BY 1").fetchall():
+            for qualified in (changes or {}).get("tables_created", []):
+                created.setdefault(qualified.split(".")[-1], snapshot)
+        return created
+
+    def _rows_for_diff(self, name: str, version: int, created: dict[str, int]) -> str:
+        """SQL for (id, row_hash) of `name` at `version`; no rows when the table did not exist yet."""
+        if created.get(name, 0) > int(version):
+            return "SELECT NULL::VARCHAR AS id, NULL::VARCHAR AS row_hash WHERE false"
+        id_col = TABLES[name].id_column
+        row_hash = "row_hash" if "row_hash" in TABLES[name].schema.names else "NULL::VARCHAR"
+        return f"SELECT CAST({id_col} AS VARCHAR) AS id, {row_hash} AS row_hash FROM lake.{name} AT (VERSION => {int(version)})"
 
     # ---- writing -------------------------------------------------------------------------------
 
     def commit(self, tables: dict[str, pa.Table], *, run_id: str, recipe: str, config_hash: str,
                config: dict, stage_stats: pa.Table | None = None, name: str | None = None,
-               run_rows: dict[str, pa.Table] | None = None) -> Commit:
+               run_rows: dict[str, pa.Table] | None = None, before_commit=None) -> Commit:
         """Upsert every table and record the run, in one transaction = one snapshot = one version.
 
         Nothing is committed (and no version is made) when no table gains, loses or changes a row.
         `run_rows`: rows of other per-run tables (`RUN_TABLES`), appended only when a version is made.
+        When another writer commits first, the transaction is redone on top of theirs (see the module
+        doc), up to COMMIT_ATTEMPTS times. `before_commit()` runs inside each attempt, every table
+        written, just before COMMIT (a test instrument holds or kills the run there).
         """
         if self.read_only:
             raise ReadOnlyLake("commit", "this lake was opened read-only")
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                commit = self._commit_once(tables, run_id=run_id, recipe=recipe, config_hash=config_hash, config=config,
+                                           stage_stats=stage_stats, name=name, run_rows=run_rows,
+                                           before_commit=before_commit)
+                return replace(commit, attempts=attempt)
+            except duckdb.Error as error:
+                if not _overtaken(error):
+                    raise
+                last_error = str(error).splitlines()[0][:200]
+            time.sleep(min(5.0, 0.05 * 2 ** attempt) * random.uniform(0.5, 1.0))  # backoff with jitter
+        raise CommitConflict(self.root.name, COMMIT_ATTEMPTS, last_error)
+
+    def _commit_once(self, tables: dict[str, pa.Table], *, run_id: str, recipe: str, config_hash: str, config: dict,
+                     stage_stats: pa.Table | None, name: str | None, run_rows: dict[str, pa.Table] | None,
+                     before_commit) -> Commit:
         con = self._con
         con.execute("BEGIN TRANSACTION")
         try:
@@ -278,17 +350,20 @@ class Lake:
             message = f"{recipe} run {run_id} config {config_hash[:12]}"
             extra = json.dumps({"schema_version": SCHEMA_VERSION, "run_id": run_id, "recipe": recipe, "config_hash": config_hash})
             con.execute("CALL lake.set_commit_message('thinkmill', ?, extra_info => ?)", [message, extra])
+            if before_commit is not None:
+                before_commit()
             con.execute("COMMIT")
         except BaseException:
             try:
                 con.execute("ROLLBACK")
             except duckdb.Error:
-                pass
+                pass  # a failed COMMIT has rolled back already
             raise
-        committed = con.execute("SELECT max(snapshot_id) FROM lake.snapshots()").fetchone()[0]
-        if committed != version:
-            raise LakeError(f"another writer committed to {self.root.name} during this commit "
-                            f"(expected snapshot {version}, found {committed}); re-run the recipe")
+        landed = con.execute("SELECT commit_extra_info FROM lake.snapshots() WHERE snapshot_id = ?", [version]).fetchall()
+        if not landed or json.loads(landed[0][0] or "{}").get("run_id") != run_id:
+            # Cannot happen with DuckLake's own retry off; a loud stop if it ever does.
+            raise LakeError(f"the commit of run {run_id} to {self.root.name} did not land as snapshot {version}, so its "
+                            f"versions row is wrong. Report this; `flow versions {self.root.name}` shows what landed")
         return Commit(version, added, removed)
 
     def _ensure_tables(self) -> None:
@@ -351,6 +426,28 @@ class Lake:
             if written > SCHEMA_VERSION:
                 raise LakeError(f"{self.root} was written with schema version {written}; this thinkmill reads up to "
                                 f"{SCHEMA_VERSION}. Upgrade thinkmill (pip install -U thinkmill).")
+
+
+def diff_sql(before: str, after: str) -> str:
+    """Ids added, removed and changed between two row sets, each an SQL query with columns (id, row_hash)."""
+    return f"""
+        SELECT CASE WHEN b.id IS NULL THEN 'added' WHEN a.id IS NULL THEN 'removed' ELSE 'changed' END AS change,
+               coalesce(a.id, b.id) AS id
+        FROM ({before}) b FULL OUTER JOIN ({after}) a ON a.id = b.id
+        WHERE b.id IS NULL OR a.id IS NULL OR a.row_hash IS DISTINCT FROM b.row_hash
+        ORDER BY 2"""
+
+
+def _overtaken(error: Exception) -> bool:
+    """Whether a failed commit lost a race with another writer (worth redoing), rather than being wrong.
+
+    PostgreSQL catalog: DuckLake's commit fails once it finds a newer snapshot (its retries are off).
+    SQLite catalog: a writer's open transaction locks the file, so the other one's statements fail with
+    "database is locked" until it is done.
+    """
+    text = str(error)
+    return "maximum retry count" in text or "database is locked" in text or (
+        isinstance(error, duckdb.TransactionException) and "conflict" in text.lower())
 
 
 def _duckdb_type(arrow_type: pa.DataType) -> str:

@@ -79,3 +79,14 @@ def test_unknown_dataset_table_and_version_name_what_exists(ctx, tmp_path):
             lake.table("captoins")
         with pytest.raises(UnknownVersion, match="versions are: 1"):
             lake.table("captions", version=7)
+
+
+def test_diff_of_one_table_and_of_an_unknown_one(ctx):
+    with Lake.open(ctx.root, create=True) as lake:
+        commit(lake, {"captions": captions(ctx, {"c1": "a", "c2": "b"})})
+        commit(lake, {"captions": captions(ctx, {"c1": "a!", "c3": "c"}),
+                      "rejects": ctx.rejects([ctx.reject("asset-9", "caption.too_short", "2 words")])}, run_id="run-2")
+        assert lake.diff(1, 2, tables=["captions"]) == {"captions": {"added": ["c3"], "removed": [], "changed": ["c1"]}}
+        assert len(lake.diff(1, 2)["rejects"]["added"]) == 1
+        with pytest.raises(UnknownTable, match="captions"):
+            lake.diff(1, 2, tables=["captoins"])
