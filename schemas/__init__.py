@@ -3,8 +3,8 @@
 This package imports nothing of ours; everyone else imports it.
 """
 
-from schemas import assets, captions, cots, difficulty, mixtures, policies, questions, rejects, rollouts, runs, verdicts
-from schemas import loop_rounds, splits
+from schemas import (assets, captions, cots, difficulty, loop_rounds, mixtures, policies, questions, rejects, rollouts, runs,
+                     splits, verdicts)
 from schemas.base import LINEAGE_COLUMNS, SCHEMA_VERSION, Table, content_columns, make_id
 
 TABLES: dict[str, Table] = {
@@ -15,6 +15,7 @@ TABLES: dict[str, Table] = {
         questions.TABLE,
         cots.TABLE,
         verdicts.TABLE,
+        splits.TABLE,       # which questions are held out (the `holdout` stage)
         rollouts.TABLE,
         difficulty.TABLE,
         mixtures.TABLE,
@@ -22,14 +23,11 @@ TABLES: dict[str, Table] = {
         rejects.TABLE,
         runs.VERSIONS,
         runs.STAGE_STATS,
+        loop_rounds.TABLE,  # what each round of a loop run did
     )
 }
 
 # Tables a run appends to (one row per run); every other table is keyed by content and upserted.
-RUN_TABLES = ("versions", "stage_stats")
-
-# The closed loop (issue 5): which questions are held out, and what each round of a loop run did.
-TABLES.update({t.name: t for t in (splits.TABLE, loop_rounds.TABLE)})
-RUN_TABLES += ("loop_rounds",)
+RUN_TABLES = ("versions", "stage_stats", "loop_rounds")
 
 __all__ = ["TABLES", "RUN_TABLES", "SCHEMA_VERSION", "LINEAGE_COLUMNS", "Table", "content_columns", "make_id"]
