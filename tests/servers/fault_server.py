@@ -27,9 +27,10 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+
+from tests.servers.threaded import Running, serve_in_thread
 
 
 @dataclass(frozen=True)
@@ -112,8 +113,7 @@ class FaultServer:
         self.log: list[Recorded] = []
         self.in_flight = self.max_in_flight = 0
         self._slots: asyncio.Semaphore | None = None
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._running: Running | None = None
 
     # --- scripting (from the test's thread) ---------------------------------------------------------
 
@@ -218,42 +218,20 @@ class FaultServer:
         return Response(json.dumps(completion), 200, media_type="application/json")
 
     def start(self) -> "FaultServer":
-        # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say so; without it, Nagle plus
-        # the client's delayed ACK add ~40 ms to every answer (uvicorn writes headers and body apart).
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind(("127.0.0.1", self.port))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app(), lifespan="off", log_level="warning", access_log=False, loop="asyncio",
-                                http="h11", backlog=4096, timeout_keep_alive=30)
-        self._server = _ThreadServer(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True,
-                                        name=f"fault-server-{self.port}")
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError(f"fault server on port {self.port} did not start")
-            time.sleep(0.005)
+        self._running = serve_in_thread(self.app(), name="fault-server", port=self.port, backlog=4096, timeout_keep_alive=30)
+        self.port = self._running.port
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-            self._server = None
+        if self._running is not None:
+            self._running.stop()
+            self._running = None
 
     def __enter__(self) -> "FaultServer":
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-class _ThreadServer(uvicorn.Server):
-    def install_signal_handlers(self) -> None:  # signals can be installed only from the main thread
-        pass
 
 
 async def _disconnected(request: Request) -> bool:

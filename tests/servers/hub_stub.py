@@ -16,15 +16,13 @@ import base64
 import hashlib
 import json
 import os
-import socket
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+
+from tests.servers.threaded import Running, serve_in_thread
 
 SHA = "0" * 40
 
@@ -45,8 +43,7 @@ class HubStub:
         self.private: dict[str, bool] = {}  # "datasets/ns/name" -> private flag at creation
         self.fail_with_echo = False
         self.port = 0
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._running: Running | None = None
 
     @property
     def url(self) -> str:
@@ -174,34 +171,17 @@ class HubStub:
         return app
 
     def start(self) -> "HubStub":
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app(), lifespan="off", log_level="warning", access_log=False, loop="asyncio", http="h11")
-        self._server = _ThreadServer(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True, name=f"hub-stub-{self.port}")
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError(f"hub stub on port {self.port} did not start")
-            time.sleep(0.005)
+        self._running = serve_in_thread(self.app(), name="hub-stub", port=0)
+        self.port = self._running.port
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-            self._server = None
+        if self._running is not None:
+            self._running.stop()
+            self._running = None
 
     def __enter__(self) -> "HubStub":
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-class _ThreadServer(uvicorn.Server):
-    def install_signal_handlers(self) -> None:  # signals can be installed only from the main thread
-        pass
