@@ -10,8 +10,6 @@ Select it alone with `-m prefect_server`.
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,33 +20,14 @@ import pytest
 
 from flows.deployments import REPO, load_deployments
 from flows.recipes import recipe_names
+from tests.servers.processes import free_port, stop
+from tests.servers.processes import start as start_process
 
 pytestmark = pytest.mark.prefect_server
 
 BIN = Path(sys.executable).parent
 DEPLOYMENT = "smoke-real-servers-daily"  # the quickest recipe: a few scenes, no training
 SMALL = {"overrides": ["source.synthetic.scenes=2"]}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(command: list[str], env: dict, log: Path) -> subprocess.Popen:
-    # Its own session, so stopping it also stops what it started (uvicorn, flow-run subprocesses).
-    return subprocess.Popen(command, env=env, cwd=REPO, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=20)
 
 
 def wait_for(check, what: str, process: subprocess.Popen, log: Path, timeout_s: float = 120.0):
@@ -73,7 +52,7 @@ def server(tmp_path_factory):
            "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_RUNNER_POLL_FREQUENCY": "1",
            "THINKMILL_HOME": str(base / "home")}
     log = base / "server.log"
-    process = start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, log)
+    process = start_process([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, log, cwd=REPO)
 
     def healthy():
         try:
@@ -120,7 +99,7 @@ def test_deployments_registered_triggered_run_by_a_worker_and_queryable(server):
     assert pools.returncode == 0 and "type='process'" in pools.stdout
 
     log = server["base"] / "worker.log"
-    worker = start([str(BIN / "prefect"), "worker", "start", "--pool", "thinkmill", "--limit", "1"], server["env"], log)
+    worker = start_process([str(BIN / "prefect"), "worker", "start", "--pool", "thinkmill", "--limit", "1"], server["env"], log, cwd=REPO)
     try:
         wait_for(lambda: "started!" in log.read_text(), "prefect worker start", worker, log)
         run = trigger(server, "deployed")
@@ -142,7 +121,7 @@ def test_flow_serve_runs_the_same_deployment_without_a_worker(server):
     # single machine does (otherwise a worker on the pool could take the served deployment's runs too).
     cli(server, str(BIN / "prefect"), "deployment", "delete", f"thinkmill-recipe/{DEPLOYMENT}")
     log = server["base"] / "serve.log"
-    served = start([str(BIN / "flow"), "serve", DEPLOYMENT], server["env"], log)
+    served = start_process([str(BIN / "flow"), "serve", DEPLOYMENT], server["env"], log, cwd=REPO)
     try:
         wait_for(lambda: "Your deployments are being served" in log.read_text(), "flow serve", served, log)
         inspect = cli(server, str(BIN / "prefect"), "deployment", "inspect", f"thinkmill-recipe/{DEPLOYMENT}", "--output", "json")
